@@ -1,0 +1,45 @@
+# shellcheck shell=bash
+# Shared settings for the scripts. Source it; it defines paths and helpers only.
+
+ZC_TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ZC_CACHE=${UBLK_ZC_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ublk-splice-zc}
+# The Debian package version this project was tested with.
+ZC_PINNED_PKG=linux-source-6.1
+ZC_PINNED_VERSION=6.1.192-2
+ZC_SRC=$ZC_CACHE/src/base
+ZC_PATCHED=$ZC_CACHE/src/patched
+ZC_BUILD=$ZC_CACHE/build
+
+say() { printf '==> %s\n' "$*" >&2; }
+warn() { printf 'WARNING: %s\n' "$*" >&2; }
+die() { printf 'ERROR: %s\n' "$*" >&2; exit 1; }
+
+# Git with a fixed identity, so commits in the cache never depend on the user's config.
+zgit() {
+	git -c user.name="ublk-splice-zc" -c user.email="ublk-splice-zc@localhost" \
+		-c advice.detachedHead=false -c init.defaultBranch=base "$@"
+}
+
+# The patch files of the series, in order, as absolute paths.
+series_patches() {
+	local p
+	[ -f "$ZC_TOP/patches/series" ] || return 0
+	while read -r p; do
+		case "$p" in ''|'#'*) continue ;; esac
+		printf '%s\n' "$ZC_TOP/patches/$p"
+	done <"$ZC_TOP/patches/series"
+}
+
+# A hash of everything that decides the patched tree: the base commit and the patches.
+series_hash() {
+	{
+		zgit -C "$ZC_SRC" rev-parse base
+		series_patches | while read -r p; do sha256sum "$p"; done
+	} | sha256sum | cut -c1-16
+}
+
+# Builds the harness (release) when needed and prints the path of one of its binaries.
+harness_bin() {
+	(cd "$ZC_TOP" && cargo build --release -q --bins) >&2 || die "building the harness failed"
+	printf '%s\n' "$ZC_TOP/target/release/$1"
+}
