@@ -37,7 +37,7 @@ export CCACHE_DIR=${CCACHE_DIR:-$ZC_CACHE/ccache}
 export CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-8G}
 export KBUILD_BUILD_TIMESTAMP="2022-11-03 00:00:00 UTC" KBUILD_BUILD_USER=ublk-splice-zc KBUILD_BUILD_HOST=qemu
 command -v ccache >/dev/null || die "ccache is missing (scripts/deps.sh installs it)"
-kmake=(make -C "$src" O="$out" -j"$(nproc)" CC="ccache gcc" HOSTCC="ccache gcc")
+kmake=(make -C "$src" O="$out" -j"$(nproc)" CC="ccache gcc" HOSTCC="ccache gcc" LOCALVERSION=)
 
 say "kernel $flavor: configuring (allnoconfig + ${frags[*]})"
 printf 'CONFIG_LOCALVERSION="%s"\n# CONFIG_LOCALVERSION_AUTO is not set\n' "$localversion" >"$out/.zc-localversion.config"
