@@ -74,23 +74,26 @@ kmake_in() {
 		make -C "$src" O="$out" -j"$(nproc)" CC="ccache gcc" HOSTCC="ccache gcc" LOCALVERSION= "$@"
 }
 
-# A worktree and a build dir for walking the series one patch at a time.
-bisect_prepare() {
-	local wt=$ZC_CACHE/src/bisect out=$ZC_BUILD/bisect
-	if [ ! -d "$wt" ]; then
-		zgit -C "$ZC_SRC" worktree prune
-		zgit -C "$ZC_SRC" worktree add -q --detach "$wt" base
-	fi
+# Walks the patched tree through the series: checks out commit $1 (1-based) detached.
+# walk_done puts the tree back on branch series.
+walk_to() { zgit -C "$ZC_PATCHED" checkout -q -f --detach "$(series_commit "$1")"; }
+walk_done() { zgit -C "$ZC_PATCHED" checkout -q -f series; }
+trap 'walk_done 2>/dev/null || true' EXIT
+
+# Configures build dir $2 for source $1 with the project's base fragment.
+configure() {
+	local src=$1 out=$2
 	mkdir -p "$out"
-	if [ ! -f "$out/.config" ]; then
-		(cd "$wt" && scripts/kconfig/merge_config.sh -n -O "$out" "$ZC_TOP/kernel-config/base.config") >"$out/.zc-config.log" 2>&1 ||
-			{ cat "$out/.zc-config.log" >&2; die "bisect: merge_config.sh failed"; }
-	fi
+	[ -f "$out/.config" ] && return 0
+	(cd "$src" && scripts/kconfig/merge_config.sh -n -O "$out" "$ZC_TOP/kernel-config/base.config") >"$out/.zc-config.log" 2>&1 ||
+		{ cat "$out/.zc-config.log" >&2; die "merge_config.sh failed for $out"; }
 }
 
+# Builds the kernel after each patch, in the patched build dir: the walk ends in the
+# patched kernel itself, and each step only rebuilds what that patch touched.
 gate_build() {
-	local wt=$ZC_CACHE/src/bisect out=$ZC_BUILD/bisect i c tree stamp cfg log start
-	bisect_prepare
+	local out=$ZC_BUILD/patched i c tree stamp cfg log start
+	configure "$ZC_PATCHED" "$out"
 	cfg=$(sha256sum "$ZC_TOP/kernel-config/base.config" | cut -c1-16)
 	for ((i = 1; i <= ${#patches[@]}; i++)); do
 		c=$(series_commit "$i")
@@ -101,10 +104,11 @@ gate_build() {
 			continue
 		fi
 		say "bisect: building after patch $i/${#patches[@]} ($(zgit -C "$ZC_PATCHED" log -1 --format=%s "$c"))"
-		zgit -C "$wt" checkout -q -f --detach "$c"
+		walk_to "$i"
 		log=$out/.zc-build-$i.log
 		start=$(date +%s)
-		if kmake_in "$wt" "$out" olddefconfig >"$log" 2>&1 && kmake_in "$wt" "$out" bzImage >>"$log" 2>&1; then
+		if kmake_in "$ZC_PATCHED" "$out" olddefconfig >"$log" 2>&1 &&
+			kmake_in "$ZC_PATCHED" "$out" bzImage >>"$log" 2>&1; then
 			touch "$stamp"
 			ok "build after patch $i/${#patches[@]}: bzImage in $(($(date +%s) - start))s"
 		else
@@ -112,6 +116,7 @@ gate_build() {
 			notok "build after patch $i/${#patches[@]} (log: $log)"
 		fi
 	done
+	walk_done
 }
 
 # The warnings of W=1 C=1 for one object, without line numbers or tree paths.
@@ -123,28 +128,35 @@ object_warnings() {
 		sed -E "s#^(/[^ ]*/src/[^/]+/|\.\./)##; s#:[0-9]+:[0-9]+:#:#; s#:[0-9]+:#:#" | sort || true
 }
 
+# W=1 and sparse on the .c files each patch touches, against the same files on the base.
+# Own build dirs, so that the flags do not leak into the kernels that boot.
 gate_warnings() {
-	local wt=$ZC_CACHE/src/bisect out=$ZC_BUILD/bisect i c f obj base_w new_w added
-	bisect_prepare
+	local wbase=$ZC_BUILD/w1-base wseries=$ZC_BUILD/w1-series i c f obj base_w new_w added n
+	configure "$ZC_SRC" "$wbase"
+	configure "$ZC_PATCHED" "$wseries"
+	kmake_in "$ZC_SRC" "$wbase" olddefconfig prepare >"$wbase/.zc-prepare.log" 2>&1 ||
+		{ cat "$wbase/.zc-prepare.log" >&2; die "make prepare failed in $wbase"; }
 	for ((i = 1; i <= ${#patches[@]}; i++)); do
 		c=$(series_commit "$i")
+		walk_to "$i"
+		kmake_in "$ZC_PATCHED" "$wseries" olddefconfig prepare >"$wseries/.zc-prepare.log" 2>&1 ||
+			{ cat "$wseries/.zc-prepare.log" >&2; die "make prepare failed in $wseries"; }
 		mapfile -t files < <(zgit -C "$ZC_PATCHED" diff-tree --no-commit-id --name-only -r "$c" -- '*.c')
 		for f in "${files[@]}"; do
 			obj=${f%.c}.o
-			zgit -C "$wt" checkout -q -f --detach base
-			kmake_in "$wt" "$out" olddefconfig >/dev/null 2>&1
-			base_w=$(object_warnings "$wt" "$out" "$obj")
-			zgit -C "$wt" checkout -q -f --detach "$c"
-			new_w=$(object_warnings "$wt" "$out" "$obj")
+			base_w=$(object_warnings "$ZC_SRC" "$wbase" "$obj")
+			new_w=$(object_warnings "$ZC_PATCHED" "$wseries" "$obj")
 			added=$(comm -13 <(printf '%s\n' "$base_w") <(printf '%s\n' "$new_w") | sed '/^$/d')
+			n=$(printf '%s\n' "$new_w" | sed '/^$/d' | wc -l)
 			if [ -z "$added" ]; then
-				ok "W=1 C=1 $obj after patch $i: no new warning ($(printf '%s' "$new_w" | grep -c . || true) on base and patched alike)"
+				ok "W=1 C=1 $obj after patch $i: no new warning ($n, as on the base)"
 			else
 				printf '%s\n' "$added" >&2
 				notok "W=1 C=1 $obj after patch $i: $(printf '%s\n' "$added" | wc -l) new warning(s)"
 			fi
 		done
 	done
+	walk_done
 }
 
 for g in "${gates[@]}"; do

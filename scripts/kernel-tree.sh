@@ -64,6 +64,10 @@ apply_series() {
 	want=$(series_hash)
 	have=$(cat "$ZC_CACHE/src/patched.series" 2>/dev/null || true)
 	if [ -d "$ZC_PATCHED" ] && [ "$want" = "$have" ]; then
+		if [ "$(zgit -C "$ZC_PATCHED" symbolic-ref -q HEAD || true)" != refs/heads/series ]; then
+			say "patched tree: back to branch series (a series walk was interrupted)"
+			zgit -C "$ZC_PATCHED" checkout -q -f series
+		fi
 		say "patched tree: series $want already applied ($(zgit -C "$ZC_PATCHED" log -1 --format=%h)), nothing to do"
 		return
 	fi
