@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds one kernel flavor out of tree, with ccache, on all cores:
-#   base     the pristine base tree          -> build/base
-#   patched  the base plus patches/series    -> build/patched
-#   debug    patched, with KASAN and lockdep -> build/debug
+#   base     the pristine base tree          -> src/base/out-base
+#   patched  the base plus patches/series    -> src/patched/out-patched
+#   debug    patched, with KASAN and lockdep -> src/patched/out-debug
 # Usage: scripts/build-kernel.sh base|patched|debug
 # Prints the path of the bzImage on stdout; progress and errors go to stderr.
 set -euo pipefail
@@ -16,10 +16,11 @@ debug) src=$ZC_PATCHED; frags=(base.config debug.config); localversion=-ublkzc-d
 *) die "usage: $0 base|patched|debug" ;;
 esac
 
+zc_lock
 "$ZC_TOP/scripts/kernel-tree.sh"
-out=$ZC_BUILD/$flavor
+out=$(kernel_out "$flavor")
 mkdir -p "$out"
-image=$out/arch/x86/boot/bzImage
+image=$(kernel_image "$flavor")
 
 # Everything that decides the build: the source commit and the config fragments.
 stamp=$({

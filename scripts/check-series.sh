@@ -9,6 +9,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
+zc_lock
 "$ZC_TOP/scripts/kernel-tree.sh"
 mapfile -t patches < <(series_patches)
 [ ${#patches[@]} -gt 0 ] || { say "check-series: patches/series is empty, nothing to check"; exit 0; }
@@ -92,7 +93,8 @@ configure() {
 # Builds the kernel after each patch, in the patched build dir: the walk ends in the
 # patched kernel itself, and each step only rebuilds what that patch touched.
 gate_build() {
-	local out=$ZC_BUILD/patched i c tree stamp cfg log start
+	local out i c tree stamp cfg log start
+	out=$(kernel_out patched)
 	configure "$ZC_PATCHED" "$out"
 	cfg=$(sha256sum "$ZC_TOP/kernel-config/base.config" | cut -c1-16)
 	for ((i = 1; i <= ${#patches[@]}; i++)); do
@@ -131,7 +133,7 @@ object_warnings() {
 # W=1 and sparse on the .c files each patch touches, against the same files on the base.
 # Own build dirs, so that the flags do not leak into the kernels that boot.
 gate_warnings() {
-	local wbase=$ZC_BUILD/w1-base wseries=$ZC_BUILD/w1-series i c f obj base_w new_w added n
+	local wbase=$ZC_SRC/out-w1 wseries=$ZC_PATCHED/out-w1 i c f obj base_w new_w added n
 	configure "$ZC_SRC" "$wbase"
 	configure "$ZC_PATCHED" "$wseries"
 	kmake_in "$ZC_SRC" "$wbase" olddefconfig prepare >"$wbase/.zc-prepare.log" 2>&1 ||

@@ -7,6 +7,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
+zc_lock
 mkdir -p "$ZC_CACHE/src"
 
 ensure_debian_source() {

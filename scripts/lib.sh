@@ -8,7 +8,18 @@ ZC_PINNED_PKG=linux-source-6.1
 ZC_PINNED_VERSION=6.1.192-2
 ZC_SRC=$ZC_CACHE/src/base
 ZC_PATCHED=$ZC_CACHE/src/patched
-ZC_BUILD=$ZC_CACHE/build
+
+# Build directories sit directly inside their source tree (srctree becomes ".."), so that
+# base and patched compile with the same command lines and share ccache hits.
+# Debian's .gitignore ignores them. W=1 gate dirs: out-w1 in each tree.
+kernel_out() {
+	case "$1" in
+	base) printf '%s\n' "$ZC_SRC/out-base" ;;
+	patched | debug) printf '%s\n' "$ZC_PATCHED/out-$1" ;;
+	*) die "unknown kernel flavor $1" ;;
+	esac
+}
+kernel_image() { printf '%s/arch/x86/boot/bzImage\n' "$(kernel_out "$1")"; }
 
 say() { printf '==> %s\n' "$*" >&2; }
 warn() { printf 'WARNING: %s\n' "$*" >&2; }
@@ -42,4 +53,18 @@ series_hash() {
 harness_bin() {
 	(cd "$ZC_TOP" && cargo build --release -q --bins) >&2 || die "building the harness failed"
 	printf '%s\n' "$ZC_TOP/target/release/$1"
+}
+
+# Serializes everything that builds in or checks out the kernel trees (two builds in one
+# directory corrupt each other; a series walk moves the patched tree under a build).
+# Children inherit the lock; a second caller waits and says so.
+zc_lock() {
+	[ -z "${ZC_LOCK_HELD:-}" ] || return 0
+	mkdir -p "$ZC_CACHE"
+	exec 9>"$ZC_CACHE/.kernel.lock"
+	if ! flock -n 9; then
+		say "waiting for another kernel build or series walk to finish ($ZC_CACHE/.kernel.lock)"
+		flock 9
+	fi
+	export ZC_LOCK_HELD=1
 }

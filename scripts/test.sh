@@ -59,7 +59,6 @@ counted() {
 	fi
 }
 
-kernel_image() { printf '%s/%s/arch/x86/boot/bzImage\n' "$ZC_BUILD" "$1"; }
 
 step "deps: Debian packages" "$ZC_TOP/scripts/deps.sh"
 step "rust: cargo fmt --check" cargo fmt --all --check

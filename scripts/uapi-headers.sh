@@ -4,6 +4,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
+zc_lock
 "$ZC_TOP/scripts/kernel-tree.sh"
 tree=$(zgit -C "$ZC_PATCHED" rev-parse 'HEAD^{tree}')
 dest=$ZC_CACHE/uapi/$tree
@@ -11,7 +12,7 @@ if [ -f "$dest/include/linux/ublk_cmd.h" ]; then
 	say "uapi headers: $dest/include (cached for tree $tree)"
 else
 	say "uapi headers: make headers_install for tree $tree"
-	rm -rf "$dest" "$ZC_BUILD/headers"
-	make -s -C "$ZC_PATCHED" O="$ZC_BUILD/headers" INSTALL_HDR_PATH="$dest" headers_install >&2
+	rm -rf "$dest" "$ZC_PATCHED/out-headers"
+	make -s -C "$ZC_PATCHED" O="$ZC_PATCHED/out-headers" INSTALL_HDR_PATH="$dest" headers_install >&2
 fi
 printf '%s\n' "$dest/include"

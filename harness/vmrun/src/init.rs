@@ -1,0 +1,446 @@
+//! The guest's init (PID 1), run by `src/bin/vm-init.rs`.
+//!
+//! It mounts the pseudo filesystems, tmpfs on the writable places, tracefs, debugfs and the
+//! run directory (9p), reads the job the host wrote there, runs the command as root in its
+//! own session, reaps every process while it waits, kills what the command left behind,
+//! syncs, writes the exit status to the run directory, prints `vmrun: exit-status N` on the
+//! console and powers off. An error of its own is printed as `vmrun: init-failed: WHY`, and
+//! it powers off all the same: with nobody else to tell, the console is its only voice.
+
+use crate::job::{
+    GuestStatus, Job, GUEST_SHARE, JOB_FILE, MARK_EXIT, MARK_INIT_FAILED, MARK_START, NINEP_MSIZE,
+    SHARE_TAG, STATUS_FILE,
+};
+use crate::report::shell_words;
+use anyhow::{bail, Context, Result};
+use nix::errno::Errno;
+use nix::fcntl::{open, OFlag};
+use nix::mount::{mount, MsFlags};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::stat::Mode;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{dup2, fork, setsid, ForkResult, Pid};
+use std::ffi::{CString, OsStr, OsString};
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Prints a line on the console as it is.
+fn console(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Prints a line on the console, prefixed with `vmrun: `.
+fn say(msg: &str) {
+    console(&format!("vmrun: {msg}"));
+}
+
+/// The shell's view of a wait status: the exit code, or 128 + the signal number.
+pub fn shell_status(ws: &WaitStatus) -> Option<GuestStatus> {
+    match *ws {
+        WaitStatus::Exited(_, code) => Some(GuestStatus {
+            code,
+            detail: format!("exited with code {code}"),
+        }),
+        WaitStatus::Signaled(_, sig, core) => Some(GuestStatus {
+            code: 128 + sig as i32,
+            detail: format!(
+                "killed by signal {} ({}){}",
+                sig as i32,
+                sig.as_str(),
+                if core { ", core dumped" } else { "" }
+            ),
+        }),
+        _ => None,
+    }
+}
+
+/// Finds `cmd` the way execvp does, but in the job's PATH rather than our own.
+pub fn resolve_command(cmd: &OsStr, path_var: Option<&OsStr>) -> Option<PathBuf> {
+    if cmd.as_bytes().contains(&b'/') {
+        return Some(PathBuf::from(cmd));
+    }
+    let path_var = path_var.unwrap_or(OsStr::new("/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"));
+    std::env::split_paths(path_var)
+        .map(|dir| {
+            if dir.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                dir
+            }
+            .join(cmd)
+        })
+        .find(|p| {
+            p.is_file() && nix::unistd::access(p.as_path(), nix::unistd::AccessFlags::X_OK).is_ok()
+        })
+}
+
+fn mount_fs(
+    source: &str,
+    target: &str,
+    fstype: &str,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<()> {
+    match mount(Some(source), target, Some(fstype), flags, data) {
+        Ok(()) | Err(Errno::EBUSY) => Ok(()),
+        Err(e) => bail!("mounting {fstype} on {target}: {e}"),
+    }
+}
+
+fn mkdir(path: &str) -> Result<()> {
+    match std::fs::create_dir(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("creating {path}")),
+    }
+}
+
+/// Makes /dev/console our stdin, stdout and stderr: the kernel gives init the console of
+/// the root filesystem's /dev, which the host's root may not have.
+fn console_stdio() {
+    if let Ok(fd) = open(
+        "/dev/console",
+        OFlag::O_RDWR | OFlag::O_NOCTTY,
+        Mode::empty(),
+    ) {
+        for target in 0..3 {
+            let _ = dup2(fd, target);
+        }
+        if fd > 2 {
+            let _ = nix::unistd::close(fd);
+        }
+    }
+}
+
+fn mount_all() -> Result<()> {
+    let _ = nix::unistd::sethostname("vmrun");
+    let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    mount_fs(
+        "devtmpfs",
+        "/dev",
+        "devtmpfs",
+        MsFlags::MS_NOSUID,
+        Some("mode=0755"),
+    )?;
+    console_stdio();
+    mount_fs(
+        "proc",
+        "/proc",
+        "proc",
+        nosuid_nodev | MsFlags::MS_NOEXEC,
+        None,
+    )?;
+    mount_fs(
+        "sysfs",
+        "/sys",
+        "sysfs",
+        nosuid_nodev | MsFlags::MS_NOEXEC,
+        None,
+    )?;
+    mkdir("/dev/pts")?;
+    mount_fs(
+        "devpts",
+        "/dev/pts",
+        "devpts",
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("gid=5,mode=620,ptmxmode=666"),
+    )?;
+    mkdir("/dev/shm")?;
+    mount_fs(
+        "tmpfs",
+        "/dev/shm",
+        "tmpfs",
+        nosuid_nodev,
+        Some("mode=1777"),
+    )?;
+    mount_fs("tmpfs", "/tmp", "tmpfs", nosuid_nodev, Some("mode=1777"))?;
+    mount_fs("tmpfs", "/run", "tmpfs", nosuid_nodev, Some("mode=0755"))?;
+    mkdir(GUEST_SHARE)?;
+    let share_opts =
+        format!("trans=virtio,version=9p2000.L,msize={NINEP_MSIZE},cache=none,access=any");
+    mount_fs(
+        SHARE_TAG,
+        GUEST_SHARE,
+        "9p",
+        nosuid_nodev,
+        Some(&share_opts),
+    )?;
+    // Optional: a kernel without them still runs commands that do not need them.
+    let optional = [
+        ("tracefs", "/sys/kernel/tracing", "tracefs"),
+        ("debugfs", "/sys/kernel/debug", "debugfs"),
+    ];
+    for (src, target, fstype) in optional {
+        if let Err(e) = mount_fs(src, target, fstype, nosuid_nodev | MsFlags::MS_NOEXEC, None) {
+            say(&format!("warning: {e:#}"));
+        }
+    }
+    Ok(())
+}
+
+/// Everything the child needs, prepared before fork so that the child only makes syscalls.
+struct Prepared {
+    path: CString,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    cwd: CString,
+}
+
+fn cstring(s: &OsStr) -> Result<CString> {
+    CString::new(s.as_bytes()).with_context(|| format!("{s:?} contains a NUL byte"))
+}
+
+fn prepare(job: &Job) -> Result<std::result::Result<Prepared, GuestStatus>> {
+    let cmd = &job.args[0];
+    let Some(path) = resolve_command(cmd, job.var("PATH")) else {
+        say(&format!("{}: command not found", cmd.to_string_lossy()));
+        return Ok(Err(GuestStatus {
+            code: 127,
+            detail: "command not found".into(),
+        }));
+    };
+    let mut cwd = job.cwd.clone();
+    if !cwd.is_dir() {
+        say(&format!(
+            "warning: the working directory {} does not exist in the guest (the guest has \
+             its own /tmp, /run and /dev); using /",
+            cwd.display()
+        ));
+        cwd = PathBuf::from("/");
+    }
+    let envp = job
+        .env
+        .iter()
+        .map(|(k, v)| {
+            let mut kv = OsString::from(k);
+            kv.push("=");
+            kv.push(v);
+            cstring(&kv)
+        })
+        .collect::<Result<_>>()?;
+    Ok(Ok(Prepared {
+        path: cstring(path.as_os_str())?,
+        argv: job.args.iter().map(|a| cstring(a)).collect::<Result<_>>()?,
+        envp,
+        cwd: cstring(cwd.as_os_str())?,
+    }))
+}
+
+/// In the child: a session of its own, stdout and stderr on the console (inherited from
+/// init), /dev/null as stdin, then exec. Never returns.
+///
+/// The console is deliberately not the session's controlling terminal: when a session
+/// leader with a controlling serial tty exits, the kernel hangs the tty up
+/// (disassociate_ctty -> tty_vhangup_session), and the hangup throws away the output still
+/// waiting in the UART's buffer: a quick `uname -r` would print nothing.
+fn exec_child(p: &Prepared) -> ! {
+    let _ = setsid();
+    if let Ok(null) = open("/dev/null", OFlag::O_RDONLY, Mode::empty()) {
+        let _ = dup2(null, 0);
+        if null > 2 {
+            let _ = nix::unistd::close(null);
+        }
+    }
+    let _ = nix::unistd::chdir(p.cwd.as_c_str());
+    let err = nix::unistd::execve(&p.path, &p.argv, &p.envp).unwrap_err();
+    let _ = writeln!(
+        std::io::stderr(),
+        "vmrun: cannot execute {}: {err}",
+        p.path.to_string_lossy()
+    );
+    // SAFETY: _exit is async-signal-safe and ends the child at once.
+    unsafe { libc::_exit(if err == Errno::ENOENT { 127 } else { 126 }) }
+}
+
+/// Waits for `child`, reaping every other process that ends meanwhile.
+fn wait_for(child: Pid) -> Result<GuestStatus> {
+    loop {
+        match waitpid(None, None) {
+            Ok(ws) if ws.pid() == Some(child) => {
+                if let Some(st) = shell_status(&ws) {
+                    return Ok(st);
+                }
+            }
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => bail!("waiting for the command: {e}"),
+        }
+    }
+}
+
+/// Reaps without blocking until no children are left (true) or `deadline` passes (false).
+fn reap_until(deadline: Instant) -> bool {
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Err(Errno::ECHILD) => return true,
+            Ok(WaitStatus::StillAlive) => {
+                if Instant::now() >= deadline {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok(_) | Err(_) => {}
+        }
+    }
+}
+
+/// Ends whatever the command left running: SIGTERM, a grace second, then SIGKILL.
+fn kill_leftovers() {
+    // Every process of the guest but the kernel's threads is ours (orphans come to init).
+    if reap_until(Instant::now()) {
+        return;
+    }
+    say("terminating leftover processes");
+    let _ = kill(Pid::from_raw(-1), Signal::SIGTERM);
+    if reap_until(Instant::now() + Duration::from_secs(1)) {
+        return;
+    }
+    let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+    if !reap_until(Instant::now() + Duration::from_secs(5)) {
+        say("warning: some processes survived SIGKILL (stuck in the kernel?)");
+    }
+}
+
+/// sync(2) in a thread, so that I/O stuck in the kernel cannot keep us from powering off.
+fn sync_bounded(limit: Duration) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        nix::unistd::sync();
+        let _ = tx.send(());
+    });
+    if rx.recv_timeout(limit).is_err() {
+        say(&format!(
+            "warning: sync did not finish within {} s",
+            limit.as_secs()
+        ));
+    }
+}
+
+fn uptime() -> String {
+    std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
+fn write_status(st: &GuestStatus) -> Result<()> {
+    let path = Path::new(GUEST_SHARE).join(STATUS_FILE);
+    let mut f =
+        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(st.encode().as_bytes())
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Mounts, runs the job, cleans up; the command's status.
+fn run() -> Result<GuestStatus> {
+    mount_all()?;
+    let job_path = Path::new(GUEST_SHARE).join(JOB_FILE);
+    let data =
+        std::fs::read(&job_path).with_context(|| format!("reading {}", job_path.display()))?;
+    let job = Job::decode(&data).with_context(|| format!("parsing {}", job_path.display()))?;
+    let prepared = match prepare(&job)? {
+        Ok(p) => p,
+        Err(status) => return Ok(status),
+    };
+    console(&format!(
+        "{MARK_START} (guest uptime {} s): {}",
+        uptime(),
+        shell_words(&job.args)
+    ));
+    // SAFETY: we are single-threaded here (no thread has been spawned yet), and the child
+    // only makes syscalls on data prepared before the fork.
+    let child = match unsafe { fork() }.context("fork")? {
+        ForkResult::Child => exec_child(&prepared),
+        ForkResult::Parent { child } => child,
+    };
+    let status = wait_for(child)?;
+    kill_leftovers();
+    drain_console();
+    Ok(status)
+}
+
+/// Waits until the console has sent what is written to it, so that nothing is lost at
+/// power-off and init's lines come after the command's.
+fn drain_console() {
+    // SAFETY: tcdrain on our stdout; it only waits.
+    unsafe { libc::tcdrain(1) };
+}
+
+fn power_off() -> ! {
+    drain_console();
+    use nix::sys::reboot::{reboot, RebootMode};
+    let _ = reboot(RebootMode::RB_POWER_OFF);
+    // Without ACPI poweroff a reboot does it: QEMU runs with -no-reboot.
+    let _ = reboot(RebootMode::RB_AUTOBOOT);
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// The whole life of PID 1. Never returns: init must not exit.
+pub fn main() -> ! {
+    if std::process::id() != 1 {
+        eprintln!("vm-init: this is the guest's init and must run as PID 1 inside the VM");
+        std::process::exit(2);
+    }
+    let outcome =
+        std::panic::catch_unwind(run).unwrap_or_else(|_| Err(anyhow::anyhow!("init panicked")));
+    match outcome {
+        Ok(status) => {
+            sync_bounded(Duration::from_secs(10));
+            if let Err(e) = write_status(&status) {
+                console(&format!("{MARK_INIT_FAILED}{e:#}"));
+            }
+            console(&format!("{MARK_EXIT}{} ({})", status.code, status.detail));
+        }
+        Err(e) => {
+            console(&format!("{MARK_INIT_FAILED}{e:#}"));
+            sync_bounded(Duration::from_secs(10));
+        }
+    }
+    power_off()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses() {
+        let pid = Pid::from_raw(5);
+        let st = shell_status(&WaitStatus::Exited(pid, 7)).unwrap();
+        assert_eq!(st.code, 7);
+        assert_eq!(st.detail, "exited with code 7");
+        let st = shell_status(&WaitStatus::Signaled(pid, Signal::SIGKILL, false)).unwrap();
+        assert_eq!(st.code, 137);
+        assert_eq!(st.detail, "killed by signal 9 (SIGKILL)");
+        assert!(shell_status(&WaitStatus::StillAlive).is_none());
+    }
+
+    #[test]
+    fn command_lookup() {
+        let sh = resolve_command(
+            OsStr::new("sh"),
+            Some(OsStr::new("/nonexistent:/bin:/usr/bin")),
+        );
+        assert!(sh.is_some_and(|p| p.ends_with("sh")));
+        assert_eq!(
+            resolve_command(OsStr::new("no-such-cmd-xyz"), Some(OsStr::new("/bin"))),
+            None
+        );
+        // A name with a slash is taken as it is, as execvp does.
+        assert_eq!(
+            resolve_command(OsStr::new("./x"), None),
+            Some(PathBuf::from("./x"))
+        );
+        // A directory is not a command.
+        assert_eq!(
+            resolve_command(OsStr::new("bin"), Some(OsStr::new("/"))),
+            None
+        );
+    }
+}
