@@ -1,0 +1,19 @@
+//! The splice flags the tests use, by their kernel names.
+//!
+//! SPLICE_F_DIRECT and SPLICE_F_READ_TO_READ are the series' kernel-internal flags
+//! (`include/linux/splice.h`, SPEC.md): io_uring's IORING_OP_SPLICE accepts them,
+//! splice(2), tee(2) and vmsplice(2) must not.
+
+/// Patch 1/4: a file to file splice through the task's internal pipe.
+pub const SPLICE_F_DIRECT: u32 = 0x10;
+/// Patch 3/4: with SPLICE_F_DIRECT, the destination is read into the source's pages.
+pub const SPLICE_F_READ_TO_READ: u32 = 0x20;
+
+/// The syscalls' own flags (`SPLICE_F_ALL` of include/linux/splice.h).
+pub const SPLICE_F_MOVE: u32 = 0x01;
+pub const SPLICE_F_NONBLOCK: u32 = 0x02;
+pub const SPLICE_F_MORE: u32 = 0x04;
+pub const SPLICE_F_GIFT: u32 = 0x08;
+
+/// io_uring only: `splice_fd_in` is an index into the registered files.
+pub const SPLICE_F_FD_IN_FIXED: u32 = 1 << 31;

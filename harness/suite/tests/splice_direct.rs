@@ -1,0 +1,754 @@
+//! IORING_OP_SPLICE with SPLICE_F_DIRECT (patch 1/4) and SPLICE_F_READ_TO_READ
+//! (patch 3/4), and the syscalls that must keep refusing both flags (SPEC.md).
+//!
+//! Every test of a new flag first asks the kernel whether it has the flag
+//! (`features::require_*`), so that a kernel without the series fails it with a message
+//! naming the missing feature. The `*_rejects_internal_flags` tests hold on any kernel.
+
+use rstest::{fixture, rstest};
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::Path;
+use ublk_suite::check::{self, must};
+use ublk_suite::features::{require_read_to_read, require_splice_direct};
+use ublk_suite::files::{
+    check_bytes, drop_caches, open_ro, open_rw, open_with, open_wo, pattern, read_file, write_file,
+    TempDir,
+};
+use ublk_suite::flags::{SPLICE_F_DIRECT, SPLICE_F_READ_TO_READ};
+use ublk_suite::scratch::{Fs, ScratchDir};
+use ublk_suite::sys::{self, cqe_display};
+use ublk_suite::tracefs::Kprobe;
+use ublk_suite::uring::{Ring, Side, Splice};
+
+const DIRECT: u32 = SPLICE_F_DIRECT;
+const R2R: u32 = SPLICE_F_DIRECT | SPLICE_F_READ_TO_READ;
+
+#[fixture]
+fn ring() -> Ring {
+    must(Ring::new())
+}
+
+fn scratch(fs: Fs) -> ScratchDir {
+    must(ScratchDir::new(fs))
+}
+
+fn pipe() -> (OwnedFd, OwnedFd) {
+    nix::unistd::pipe().expect("pipe(2)")
+}
+
+/// The file at `path` must hold `want`, read now and again after dropping the page cache
+/// (so that what was checked is on the filesystem, not only in pages we may have touched).
+fn check_file(what: &str, path: &Path, want: &[u8]) {
+    must(check_bytes(
+        &format!("{what} ({})", path.display()),
+        0,
+        &must(read_file(path)),
+        want,
+    ));
+    must(drop_caches());
+    must(check_bytes(
+        &format!("{what} ({}) after drop_caches", path.display()),
+        0,
+        &must(read_file(path)),
+        want,
+    ));
+}
+
+fn file_pos(f: &File) -> i64 {
+    sys::file_pos(f.as_fd()).expect("lseek(SEEK_CUR)")
+}
+
+// ---------------------------------------------------------------------------------
+// SPLICE_F_DIRECT: file to file
+// ---------------------------------------------------------------------------------
+
+/// The bytes land at `off_out`, come from `off_in`, the CQE says `len`, the rest of the
+/// destination is untouched and neither file position moves. Lengths over 64 KiB cycle
+/// the internal pipe; odd offsets and lengths straddle pages.
+#[rstest]
+#[case::page(0, 0, 4096)]
+#[case::one_byte(1, 4095, 1)]
+#[case::unaligned(12345, 777, 5000)]
+#[case::page_plus_one(4095, 8193, 4097)]
+#[case::pipe_size(100, 200, 65536)]
+#[case::pipe_size_plus_one(3, 65537, 65537)]
+#[case::cycles_pipe(4097, 13, 300_001)]
+#[case::one_mib_and_a_bit(1, 2, (1 << 20) + 13)]
+fn direct_data_lands_at_offsets(
+    mut ring: Ring,
+    #[values(Fs::Tmpfs, Fs::Ext4)] src_fs: Fs,
+    #[values(Fs::Tmpfs, Fs::Ext4)] dst_fs: Fs,
+    #[case] off_in: usize,
+    #[case] off_out: usize,
+    #[case] len: usize,
+) {
+    must(require_splice_direct(&mut ring));
+    let (sd, dd) = (scratch(src_fs), scratch(dst_fs));
+    let (src, dst) = (sd.join("src"), dd.join("dst"));
+    let src_data = pattern(1, off_in + len + 1000);
+    let dst_old = pattern(2, off_out + len + 5000);
+    must(write_file(&src, &src_data));
+    must(write_file(&dst, &dst_old));
+    let (i, o) = (must(open_ro(&src)), must(open_rw(&dst)));
+
+    let sp = Splice::new(
+        i.as_fd(),
+        off_in as i64,
+        o.as_fd(),
+        off_out as i64,
+        len as u32,
+        DIRECT,
+    );
+    let res = must(ring.splice(&sp));
+    must(check::cqe(
+        &format!("direct splice {src_fs} -> {dst_fs}, {len} bytes"),
+        res,
+        len as i32,
+    ));
+
+    let mut want = dst_old.clone();
+    want[off_out..off_out + len].copy_from_slice(&src_data[off_in..off_in + len]);
+    check_file("destination", &dst, &want);
+    check_file("source", &src, &src_data);
+    assert_eq!(file_pos(&i), 0, "the source's file position moved");
+    assert_eq!(file_pos(&o), 0, "the destination's file position moved");
+}
+
+/// Writing past the destination's end extends it; the gap reads as zeros.
+#[rstest]
+fn direct_extends_destination(mut ring: Ring, #[values(Fs::Tmpfs, Fs::Ext4)] fs: Fs) {
+    must(require_splice_direct(&mut ring));
+    let d = scratch(fs);
+    let (src, dst) = (d.join("src"), d.join("dst"));
+    let src_data = pattern(3, 70_000);
+    must(write_file(&src, &src_data));
+    must(write_file(&dst, b"head"));
+    let (i, o) = (must(open_ro(&src)), must(open_rw(&dst)));
+    let res = must(ring.splice(&Splice::new(
+        i.as_fd(),
+        5,
+        o.as_fd(),
+        10_000,
+        69_000,
+        DIRECT,
+    )));
+    must(check::cqe(
+        "direct splice past the destination's end",
+        res,
+        69_000,
+    ));
+    let mut want = b"head".to_vec();
+    want.resize(10_000, 0);
+    want.extend_from_slice(&src_data[5..69_005]);
+    check_file("destination", &dst, &want);
+}
+
+/// Asking for more than the source holds gives what there is; at or past its end, 0.
+#[rstest]
+#[case::short_at_eof(6000, 8000, 4000)]
+#[case::at_eof(10_000, 100, 0)]
+#[case::past_eof(20_000, 100, 0)]
+fn direct_stops_at_source_eof(
+    mut ring: Ring,
+    #[values(Fs::Tmpfs, Fs::Ext4)] fs: Fs,
+    #[case] off_in: usize,
+    #[case] len: usize,
+    #[case] want_res: usize,
+) {
+    must(require_splice_direct(&mut ring));
+    let d = scratch(fs);
+    let (src, dst) = (d.join("src"), d.join("dst"));
+    let src_data = pattern(4, 10_000);
+    let dst_old = pattern(5, 20_000);
+    must(write_file(&src, &src_data));
+    must(write_file(&dst, &dst_old));
+    let (i, o) = (must(open_ro(&src)), must(open_rw(&dst)));
+    let res = must(ring.splice(&Splice::new(
+        i.as_fd(),
+        off_in as i64,
+        o.as_fd(),
+        100,
+        len as u32,
+        DIRECT,
+    )));
+    must(check::cqe(
+        &format!("direct splice of {len} bytes at {off_in} of a 10000-byte source"),
+        res,
+        want_res as i32,
+    ));
+    let mut want = dst_old.clone();
+    if want_res > 0 {
+        want[100..100 + want_res].copy_from_slice(&src_data[off_in..off_in + want_res]);
+    }
+    check_file("destination", &dst, &want);
+}
+
+/// SPLICE_F_FD_IN_FIXED keeps working with SPLICE_F_DIRECT (and a fixed fd_out too).
+#[rstest]
+fn direct_with_registered_files(mut ring: Ring, #[values(false, true)] out_fixed: bool) {
+    must(require_splice_direct(&mut ring));
+    let d = scratch(Fs::Tmpfs);
+    let (src, dst) = (d.join("src"), d.join("dst"));
+    let src_data = pattern(6, 100_000);
+    let dst_old = pattern(7, 100_000);
+    must(write_file(&src, &src_data));
+    must(write_file(&dst, &dst_old));
+    let (i, o) = (must(open_ro(&src)), must(open_rw(&dst)));
+    must(ring.register_files(&[i.as_raw_fd(), o.as_raw_fd()]));
+    let sp = Splice {
+        fd_in: Side::Fixed(0),
+        off_in: 333,
+        fd_out: if out_fixed {
+            Side::Fixed(1)
+        } else {
+            Side::Fd(o.as_raw_fd())
+        },
+        off_out: 4444,
+        len: 80_000,
+        flags: DIRECT,
+    };
+    let res = must(ring.splice(&sp));
+    must(check::cqe(
+        &format!("direct splice with a fixed fd_in (fixed fd_out: {out_fixed})"),
+        res,
+        80_000,
+    ));
+    let mut want = dst_old.clone();
+    want[4444..84_444].copy_from_slice(&src_data[333..80_333]);
+    check_file("destination", &dst, &want);
+}
+
+/// Both positions must be explicit: -1 ("the file position") is EINVAL, and nothing moves.
+#[rstest]
+#[case::off_in(-1, 0)]
+#[case::off_out(0, -1)]
+#[case::both(-1, -1)]
+fn direct_needs_explicit_offsets(
+    mut ring: Ring,
+    #[values(DIRECT, R2R)] flags: u32,
+    #[case] off_in: i64,
+    #[case] off_out: i64,
+) {
+    if flags == R2R {
+        must(require_read_to_read(&mut ring));
+    } else {
+        must(require_splice_direct(&mut ring));
+    }
+    let d = scratch(Fs::Tmpfs);
+    let (src, dst) = (d.join("src"), d.join("dst"));
+    let (src_data, dst_old) = (pattern(8, 9000), pattern(9, 9000));
+    must(write_file(&src, &src_data));
+    must(write_file(&dst, &dst_old));
+    let (i, o) = (must(open_ro(&src)), must(open_rw(&dst)));
+    let res = must(ring.splice(&Splice::new(
+        i.as_fd(),
+        off_in,
+        o.as_fd(),
+        off_out,
+        4096,
+        flags,
+    )));
+    must(check::cqe(
+        &format!("splice flags {flags:#x}, off_in {off_in}, off_out {off_out}"),
+        res,
+        -libc::EINVAL,
+    ));
+    check_file("destination", &dst, &dst_old);
+    check_file("source", &src, &src_data);
+    assert_eq!(
+        (file_pos(&i), file_pos(&o)),
+        (0, 0),
+        "a file position moved"
+    );
+}
+
+/// A pipe on either side is ESPIPE, as splice(2) says for a pipe given a position; the
+/// pipe keeps its data.
+#[rstest]
+#[case::pipe_in(true)]
+#[case::pipe_out(false)]
+fn direct_refuses_pipes(mut ring: Ring, #[values(DIRECT, R2R)] flags: u32, #[case] pipe_in: bool) {
+    if flags == R2R {
+        must(require_read_to_read(&mut ring));
+    } else {
+        must(require_splice_direct(&mut ring));
+    }
+    let d = scratch(Fs::Tmpfs);
+    let file = d.join("file");
+    let old = pattern(10, 8192);
+    must(write_file(&file, &old));
+    let f = must(open_rw(&file));
+    let (r, w) = pipe();
+    nix::unistd::write(&w, b"pipe data").expect("write to the pipe");
+    let sp = if pipe_in {
+        Splice::new(r.as_fd(), 0, f.as_fd(), 0, 9, flags)
+    } else {
+        Splice::new(f.as_fd(), 0, w.as_fd(), 0, 9, flags)
+    };
+    let res = must(ring.splice(&sp));
+    let side = if pipe_in { "fd_in" } else { "fd_out" };
+    must(check::cqe(
+        &format!("splice flags {flags:#x} with a pipe as {side}"),
+        res,
+        -libc::ESPIPE,
+    ));
+    assert_eq!(
+        sys::pipe_bytes(r.as_fd()).expect("FIONREAD"),
+        9,
+        "the pipe lost or gained data"
+    );
+    check_file("file", &file, &old);
+}
+
+/// How the files of an error case are opened.
+#[derive(Clone, Copy, Debug)]
+enum Open {
+    ReadOnly,
+    WriteOnly,
+    ReadWrite,
+    Append,
+}
+
+fn open_as(path: &Path, how: Open) -> File {
+    must(match how {
+        Open::ReadOnly => open_ro(path),
+        Open::WriteOnly => open_wo(path),
+        Open::ReadWrite => open_rw(path),
+        Open::Append => open_with(
+            path,
+            std::fs::OpenOptions::new().write(true),
+            libc::O_APPEND,
+        ),
+    })
+}
+
+/// The usual errors of do_splice_direct() and of the source's do_splice_to(); no byte
+/// moves in any of them.
+#[rstest]
+#[case::write_only_source(Open::WriteOnly, Open::ReadWrite, 0, 0, libc::EBADF)]
+#[case::read_only_destination(Open::ReadOnly, Open::ReadOnly, 0, 0, libc::EBADF)]
+#[case::append_destination(Open::ReadOnly, Open::Append, 0, 0, libc::EINVAL)]
+#[case::negative_off_in(Open::ReadOnly, Open::ReadWrite, -4096, 0, libc::EINVAL)]
+#[case::negative_off_out(Open::ReadOnly, Open::ReadWrite, 0, -4096, libc::EINVAL)]
+fn direct_errors(
+    mut ring: Ring,
+    #[case] src_open: Open,
+    #[case] dst_open: Open,
+    #[case] off_in: i64,
+    #[case] off_out: i64,
+    #[case] errno: i32,
+) {
+    must(require_splice_direct(&mut ring));
+    let d = scratch(Fs::Tmpfs);
+    let (src, dst) = (d.join("src"), d.join("dst"));
+    let (src_data, dst_old) = (pattern(11, 9000), pattern(12, 9000));
+    must(write_file(&src, &src_data));
+    must(write_file(&dst, &dst_old));
+    let (i, o) = (open_as(&src, src_open), open_as(&dst, dst_open));
+    let res = must(ring.splice(&Splice::new(
+        i.as_fd(),
+        off_in,
+        o.as_fd(),
+        off_out,
+        4096,
+        DIRECT,
+    )));
+    must(check::cqe(
+        &format!(
+            "direct splice, source {src_open:?} at {off_in}, destination {dst_open:?} at {off_out}"
+        ),
+        res,
+        -errno,
+    ));
+    check_file("destination", &dst, &dst_old);
+    check_file("source", &src, &src_data);
+}
+
+/// io_uring's direct splice runs do_splice_direct() once per request, as the series says.
+#[rstest]
+fn direct_goes_through_do_splice_direct(mut ring: Ring) {
+    must(require_splice_direct(&mut ring));
+    let d = scratch(Fs::Tmpfs);
+    let (src, dst) = (d.join("src"), d.join("dst"));
+    must(write_file(&src, &pattern(13, 200_000)));
+    must(write_file(&dst, b""));
+    let (i, o) = (must(open_ro(&src)), must(open_rw(&dst)));
+    let probe = must(Kprobe::new("do_splice_direct"));
+    let before = must(probe.hits());
+    for k in 0..3 {
+        let res = must(ring.splice(&Splice::new(
+            i.as_fd(),
+            k * 60_000,
+            o.as_fd(),
+            k * 60_000,
+            60_000,
+            DIRECT,
+        )));
+        must(check::cqe("direct splice", res, 60_000));
+    }
+    assert_eq!(
+        must(probe.hits()) - before,
+        3,
+        "do_splice_direct() calls for 3 direct splices"
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// SPLICE_F_READ_TO_READ
+// ---------------------------------------------------------------------------------
+
+/// READ_TO_READ is only accepted with DIRECT: alone, EINVAL, on a splice that is
+/// otherwise valid (pipe to file), which then goes through without the flag.
+#[rstest]
+fn read_to_read_needs_direct(mut ring: Ring) {
+    must(require_read_to_read(&mut ring));
+    let d = scratch(Fs::Tmpfs);
+    let dst = d.join("dst");
+    must(write_file(&dst, &pattern(14, 100)));
+    let o = must(open_rw(&dst));
+    let (r, w) = pipe();
+    nix::unistd::write(&w, b"0123456789").expect("write to the pipe");
+    let res = must(ring.splice(&Splice::new(
+        r.as_fd(),
+        -1,
+        o.as_fd(),
+        0,
+        10,
+        SPLICE_F_READ_TO_READ,
+    )));
+    must(check::cqe(
+        "splice pipe -> file with SPLICE_F_READ_TO_READ alone",
+        res,
+        -libc::EINVAL,
+    ));
+    assert_eq!(
+        sys::pipe_bytes(r.as_fd()).expect("FIONREAD"),
+        10,
+        "the pipe lost data"
+    );
+    let res = must(ring.splice(&Splice::new(r.as_fd(), -1, o.as_fd(), 0, 10, 0)));
+    must(check::cqe("the same splice without flags", res, 10));
+}
+
+/// A regular file does not mark the internal pipe for a read, so it cannot be the
+/// source: EINVAL, and its pages are not read into. Both files keep their data, in the
+/// page cache and on the filesystem, and a direct splice right after copies the source
+/// as it is (the internal pipe was left clean).
+#[rstest]
+#[case::page(0, 0, 4096)]
+#[case::unaligned(100, 3, 5000)]
+#[case::cycles_pipe(4096, 8192, 200_000)]
+fn read_to_read_refuses_regular_source(
+    mut ring: Ring,
+    #[values(Fs::Tmpfs, Fs::Ext4)] src_fs: Fs,
+    #[values(Fs::Tmpfs, Fs::Ext4)] dst_fs: Fs,
+    #[case] off_in: usize,
+    #[case] off_out: usize,
+    #[case] len: usize,
+) {
+    must(require_read_to_read(&mut ring));
+    let (sd, dd) = (scratch(src_fs), scratch(dst_fs));
+    let (src, dst) = (sd.join("src"), dd.join("dst"));
+    let src_data = pattern(15, off_in + len + 3000);
+    let dst_old = pattern(16, off_out + len + 3000);
+    must(write_file(&src, &src_data));
+    must(write_file(&dst, &dst_old));
+    // the source's pages are in the page cache: those are what a bad splice would fill
+    must(check_bytes(
+        "source before",
+        0,
+        &must(read_file(&src)),
+        &src_data,
+    ));
+    let (i, o) = (must(open_ro(&src)), must(open_rw(&dst)));
+    let res = must(ring.splice(&Splice::new(
+        i.as_fd(),
+        off_in as i64,
+        o.as_fd(),
+        off_out as i64,
+        len as u32,
+        R2R,
+    )));
+    must(check::cqe(
+        &format!(
+            "read-to-read splice from a regular {src_fs} file into a {dst_fs} file, {len} bytes"
+        ),
+        res,
+        -libc::EINVAL,
+    ));
+    check_file(
+        "source (nothing may be read into its pages)",
+        &src,
+        &src_data,
+    );
+    check_file("destination", &dst, &dst_old);
+
+    let copy = d_copy(&mut ring, &i, off_in, len);
+    must(check_bytes(
+        "a direct splice after the refused one",
+        0,
+        &copy,
+        &src_data[off_in..off_in + len],
+    ));
+}
+
+/// The refusal of a regular source comes after the source produced its pages (its
+/// ->splice_read, generic_file_splice_read on 6.1 tmpfs, ran once for a splice that
+/// fits the internal pipe), so the "nothing is read" checks above are about pages that
+/// were really in the pipe, not about a splice turned away at the door.
+#[rstest]
+fn read_to_read_refuses_regular_source_after_it_produced_pages(mut ring: Ring) {
+    must(require_read_to_read(&mut ring));
+    let d = scratch(Fs::Tmpfs);
+    let (src, dst) = (d.join("src"), d.join("dst"));
+    let (src_data, dst_old) = (pattern(26, 20_000), pattern(27, 20_000));
+    must(write_file(&src, &src_data));
+    must(write_file(&dst, &dst_old));
+    let (i, o) = (must(open_ro(&src)), must(open_rw(&dst)));
+    let probe = must(Kprobe::new("generic_file_splice_read"));
+    let before = must(probe.hits());
+    let res = must(ring.splice(&Splice::new(i.as_fd(), 0, o.as_fd(), 0, 16_384, R2R)));
+    let calls = must(probe.hits()) - before;
+    must(check::cqe(
+        "read-to-read splice from a regular tmpfs file",
+        res,
+        -libc::EINVAL,
+    ));
+    assert_eq!(
+        calls, 1,
+        "generic_file_splice_read() calls (the source's) during the refused splice"
+    );
+    check_file("source", &src, &src_data);
+    check_file("destination", &dst, &dst_old);
+}
+
+/// Direct-splices `len` bytes of `from` at `off` into a fresh tmpfs file and returns them.
+fn d_copy(ring: &mut Ring, from: &File, off: usize, len: usize) -> Vec<u8> {
+    let d = scratch(Fs::Tmpfs);
+    let path = d.join("copy");
+    must(write_file(&path, b""));
+    let o = must(open_rw(&path));
+    let res = must(ring.splice(&Splice::new(
+        from.as_fd(),
+        off as i64,
+        o.as_fd(),
+        0,
+        len as u32,
+        DIRECT,
+    )));
+    must(check::cqe(
+        "direct splice into a fresh file",
+        res,
+        len as i32,
+    ));
+    must(read_file(&path))
+}
+
+/// The destination of a read-to-read splice is read from: it must be open for reading.
+#[rstest]
+fn read_to_read_needs_readable_destination(mut ring: Ring, #[values(Fs::Tmpfs, Fs::Ext4)] fs: Fs) {
+    must(require_read_to_read(&mut ring));
+    let d = scratch(fs);
+    let (src, dst) = (d.join("src"), d.join("dst"));
+    let (src_data, dst_old) = (pattern(17, 9000), pattern(18, 9000));
+    must(write_file(&src, &src_data));
+    must(write_file(&dst, &dst_old));
+    let (i, o) = (must(open_ro(&src)), must(open_wo(&dst)));
+    let res = must(ring.splice(&Splice::new(i.as_fd(), 0, o.as_fd(), 0, 4096, R2R)));
+    must(check::cqe(
+        &format!("read-to-read splice into an O_WRONLY {fs} file"),
+        res,
+        -libc::EBADF,
+    ));
+    check_file("source", &src, &src_data);
+    check_file("destination", &dst, &dst_old);
+}
+
+/// A destination whose ->splice_read is not generic_file_splice_read. On 6.1,
+/// /dev/zero and /dev/null (drivers/char/mem.c) have no ->splice_read at all, and a
+/// socket has sock_splice_read. (procfs and sysfs files do use
+/// generic_file_splice_read on 6.1, and a pipe is ESPIPE first.)
+#[derive(Clone, Copy, Debug)]
+enum Dest {
+    DevZero,
+    DevNull,
+    UnixSocket,
+}
+
+/// Such a destination is EINVAL. With a write-only source (EBADF once the source is
+/// read) the EINVAL shows that the destination was refused before the source was
+/// touched; with a readable source, that no byte moved.
+#[rstest]
+fn read_to_read_needs_generic_splice_read_destination(
+    mut ring: Ring,
+    #[values(Dest::DevZero, Dest::DevNull, Dest::UnixSocket)] dest: Dest,
+    #[values(Open::ReadOnly, Open::WriteOnly)] src_open: Open,
+) {
+    must(require_read_to_read(&mut ring));
+    let d = scratch(Fs::Tmpfs);
+    let src = d.join("src");
+    let src_data = pattern(19, 9000);
+    must(write_file(&src, &src_data));
+    let i = open_as(&src, src_open);
+    let (o, _peer): (OwnedFd, Option<OwnedFd>) = match dest {
+        Dest::DevZero => (must(open_ro(Path::new("/dev/zero"))).into(), None),
+        Dest::DevNull => (must(open_ro(Path::new("/dev/null"))).into(), None),
+        Dest::UnixSocket => {
+            let (a, mut b) = std::os::unix::net::UnixStream::pair().expect("socketpair(AF_UNIX)");
+            std::io::Write::write_all(&mut b, &[7u8; 4096]).expect("write to the socket");
+            (a.into(), Some(b.into()))
+        }
+    };
+    let res = must(ring.splice(&Splice::new(i.as_fd(), 0, o.as_fd(), 0, 4096, R2R)));
+    must(check::cqe(
+        &format!("read-to-read splice from a {src_open:?} file into {dest:?}"),
+        res,
+        -libc::EINVAL,
+    ));
+    check_file("source", &src, &src_data);
+}
+
+/// rw_verify_area(READ) applies to the destination: a negative position is EINVAL,
+/// before the (write-only, so EBADF if it were read) source is touched.
+#[rstest]
+fn read_to_read_verifies_destination_area(mut ring: Ring) {
+    must(require_read_to_read(&mut ring));
+    let d = scratch(Fs::Tmpfs);
+    let (src, dst) = (d.join("src"), d.join("dst"));
+    let (src_data, dst_old) = (pattern(20, 9000), pattern(21, 9000));
+    must(write_file(&src, &src_data));
+    must(write_file(&dst, &dst_old));
+    let (i, o) = (must(open_wo(&src)), must(open_ro(&dst)));
+    let res = must(ring.splice(&Splice::new(i.as_fd(), 0, o.as_fd(), -4096, 4096, R2R)));
+    must(check::cqe(
+        "read-to-read splice into a destination at position -4096",
+        res,
+        -libc::EINVAL,
+    ));
+    check_file("source", &src, &src_data);
+    check_file("destination", &dst, &dst_old);
+}
+
+/// DIRECT with a write-only source is EBADF (do_splice_to() checks FMODE_READ); with
+/// READ_TO_READ and a readable regular destination, the same EBADF comes from the source.
+#[rstest]
+fn read_to_read_write_only_source(mut ring: Ring) {
+    must(require_read_to_read(&mut ring));
+    let d = scratch(Fs::Tmpfs);
+    let (src, dst) = (d.join("src"), d.join("dst"));
+    let (src_data, dst_old) = (pattern(22, 9000), pattern(23, 9000));
+    must(write_file(&src, &src_data));
+    must(write_file(&dst, &dst_old));
+    let (i, o) = (must(open_wo(&src)), must(open_ro(&dst)));
+    let res = must(ring.splice(&Splice::new(i.as_fd(), 0, o.as_fd(), 0, 4096, R2R)));
+    must(check::cqe(
+        "read-to-read splice from an O_WRONLY source",
+        res,
+        -libc::EBADF,
+    ));
+    check_file("source", &src, &src_data);
+    check_file("destination", &dst, &dst_old);
+}
+
+// ---------------------------------------------------------------------------------
+// The syscalls and IORING_OP_TEE keep refusing the internal flags (any kernel)
+// ---------------------------------------------------------------------------------
+
+/// splice(2) with an internal flag is EINVAL, in both directions; the same call
+/// without it goes through, so the flag is what was refused.
+#[rstest]
+fn splice_syscall_rejects_internal_flags(
+    #[values(SPLICE_F_DIRECT, SPLICE_F_READ_TO_READ, R2R)] flags: u32,
+    #[values(true, false)] pipe_to_file: bool,
+) {
+    let dir = must(TempDir::new("splice-syscall"));
+    let path = dir.join("f");
+    must(write_file(&path, &pattern(24, 8192)));
+    let f = must(open_rw(&path));
+    let (r, w) = pipe();
+    nix::unistd::write(&w, b"0123456789").expect("write to the pipe");
+    let call = |flags: u32| {
+        if pipe_to_file {
+            sys::splice(r.as_fd(), &mut None, f.as_fd(), &mut Some(0), 10, flags)
+        } else {
+            sys::splice(f.as_fd(), &mut Some(0), w.as_fd(), &mut None, 10, flags)
+        }
+    };
+    let what = if pipe_to_file {
+        "pipe -> file"
+    } else {
+        "file -> pipe"
+    };
+    must(check::errno(
+        &format!("splice(2) {what} with flags {flags:#x}"),
+        call(flags),
+        nix::errno::Errno::EINVAL,
+    ));
+    must(check::count(
+        &format!("splice(2) {what} with flags 0"),
+        call(0),
+        10,
+    ));
+}
+
+/// tee(2) with an internal flag is EINVAL; without it, it duplicates the data.
+#[rstest]
+fn tee_syscall_rejects_internal_flags(
+    #[values(SPLICE_F_DIRECT, SPLICE_F_READ_TO_READ, R2R)] flags: u32,
+) {
+    let ((r1, w1), (_r2, w2)) = (pipe(), pipe());
+    nix::unistd::write(&w1, b"0123456789").expect("write to the pipe");
+    must(check::errno(
+        &format!("tee(2) with flags {flags:#x}"),
+        sys::tee(r1.as_fd(), w2.as_fd(), 10, flags),
+        nix::errno::Errno::EINVAL,
+    ));
+    must(check::count(
+        "tee(2) with flags 0",
+        sys::tee(r1.as_fd(), w2.as_fd(), 10, 0),
+        10,
+    ));
+}
+
+/// vmsplice(2) with an internal flag is EINVAL; without it, it fills the pipe.
+#[rstest]
+fn vmsplice_syscall_rejects_internal_flags(
+    #[values(SPLICE_F_DIRECT, SPLICE_F_READ_TO_READ, R2R)] flags: u32,
+) {
+    let (r, w) = pipe();
+    let data = pattern(25, 3000);
+    must(check::errno(
+        &format!("vmsplice(2) with flags {flags:#x}"),
+        sys::vmsplice(w.as_fd(), &[&data], flags),
+        nix::errno::Errno::EINVAL,
+    ));
+    assert_eq!(
+        sys::pipe_bytes(r.as_fd()).expect("FIONREAD"),
+        0,
+        "the refused vmsplice filled the pipe"
+    );
+    must(check::count(
+        "vmsplice(2) with flags 0",
+        sys::vmsplice(w.as_fd(), &[&data], 0),
+        3000,
+    ));
+}
+
+/// IORING_OP_TEE with an internal flag is EINVAL; without it, it duplicates the data.
+#[rstest]
+fn io_uring_tee_rejects_internal_flags(
+    mut ring: Ring,
+    #[values(SPLICE_F_DIRECT, SPLICE_F_READ_TO_READ, R2R)] flags: u32,
+) {
+    let ((r1, w1), (_r2, w2)) = (pipe(), pipe());
+    nix::unistd::write(&w1, b"0123456789").expect("write to the pipe");
+    let res = must(ring.tee(r1.as_fd(), w2.as_fd(), 10, flags));
+    must(check::cqe(
+        &format!("IORING_OP_TEE with flags {flags:#x}"),
+        res,
+        -libc::EINVAL,
+    ));
+    let res = must(ring.tee(r1.as_fd(), w2.as_fd(), 10, 0));
+    assert_eq!(res, 10, "IORING_OP_TEE with flags 0: {}", cqe_display(res));
+}
