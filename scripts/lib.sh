@@ -27,7 +27,7 @@ die() { printf 'ERROR: %s\n' "$*" >&2; exit 1; }
 
 # Git with a fixed identity, so commits in the cache never depend on the user's config.
 zgit() {
-	git -c user.name="ublk-splice-zc" -c user.email="ublk-splice-zc@localhost" \
+	git -c user.name="ublk-splice-zc developers" -c user.email="devel@ublk-splice-zc.invalid" \
 		-c advice.detachedHead=false -c init.defaultBranch=base "$@"
 }
 

@@ -12,6 +12,7 @@
 //! on the base and the patched kernel.
 
 pub mod check;
+pub mod control;
 pub mod features;
 pub mod files;
 pub mod flags;

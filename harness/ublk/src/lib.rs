@@ -1,0 +1,21 @@
+//! A ublk server for Linux 6.1 with the splice zero-copy series
+//! (UBLK_F_SPLICE_ZC), and the pieces the test suite needs.
+//!
+//! - [`uapi`]: the ABI, constants and encodings in one place.
+//! - [`ctrl`]: the control path (/dev/ublk-control).
+//! - [`queue`]: one thread and one io_uring per hardware queue.
+//! - [`target`]: null and loop targets, request-to-operation mapping.
+//! - [`device`]: a device served in this process ([`Device::start`]).
+//! - [`server`], [`admin`], [`state`], [`cli`]: the `ublk` command.
+
+pub mod admin;
+pub mod cli;
+pub mod ctrl;
+pub mod device;
+pub mod queue;
+pub mod server;
+pub mod state;
+pub mod target;
+pub mod uapi;
+
+pub use device::{Device, DeviceConfig, TargetConfig};
