@@ -11,7 +11,7 @@ cd "$ZC_TOP"
 list=$ZC_TOP/target/release/ublk-suite.tests
 json=$(cargo test -p ublk-suite --release --no-run --message-format=json) ||
 	die "building the suite's tests failed"
-cargo build -p ublk-suite --release -q || die "building ublk-suite failed"
+cargo build --workspace --release --bins -q || die "building the harness binaries (ublk-suite, ublk, vmrun) failed"
 
 # Integration tests are the artifacts of kind "test"; each has an "executable".
 exes=$(printf '%s\n' "$json" | grep '"reason":"compiler-artifact"' | grep '"kind":\["test"\]' |

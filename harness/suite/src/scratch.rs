@@ -191,3 +191,57 @@ pub fn mount_tiny_tmpfs(target: &Path, size: &str) -> Result<()> {
     guest::ensure()?;
     mount_tmpfs_at(target, size)
 }
+
+/// The env var vmrun sets to the guest's scratch virtio disk (e.g. /dev/vda).
+pub const SCRATCH_DISK_ENV: &str = "VMRUN_SCRATCH_DISK";
+
+static DISK: Lazy = OnceLock::new();
+
+fn make_disk_fs() -> Result<PathBuf> {
+    guest::ensure()?;
+    let Some(disk) = std::env::var_os(SCRATCH_DISK_ENV) else {
+        // No scratch disk (a hand-made VM): the ext4 image on a loop device will do.
+        return make_ext4();
+    };
+    let mkfs = find_tool("mkfs.ext4").ok_or_else(|| anyhow!("mkfs.ext4 not found (e2fsprogs)"))?;
+    let out = Command::new(&mkfs)
+        .args([
+            "-q",
+            "-F",
+            "-E",
+            "nodiscard,lazy_itable_init=1,lazy_journal_init=1",
+        ])
+        .arg(&disk)
+        .output()
+        .with_context(|| format!("running {}", mkfs.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} {:?} failed ({}): {}",
+            mkfs.display(),
+            disk,
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let target = base().join("disk");
+    std::fs::create_dir_all(&target).with_context(|| format!("creating {}", target.display()))?;
+    mount(
+        Some(disk.as_os_str()),
+        &target,
+        Some("ext4"),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .with_context(|| format!("mounting ext4 {disk:?} on {}", target.display()))?;
+    remember_mount(&target);
+    Ok(target)
+}
+
+/// An ext4 filesystem on the VM's scratch disk ($VMRUN_SCRATCH_DISK, made afresh by the
+/// first call of each process and unmounted at exit), where O_DIRECT works and files are
+/// not in RAM. Without a scratch disk: the ext4 scratch image.
+pub fn disk_mount_point() -> Result<PathBuf> {
+    DISK.get_or_init(|| make_disk_fs().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow!("no ext4 on the scratch disk: {e}"))
+}

@@ -145,3 +145,51 @@ mod tests {
         assert_eq!(parse_profile(text, "p1_0"), None);
     }
 }
+
+/// The name of the kernel's text symbol `name`, or of its compiler-made clone
+/// (`name.isra.0`, `name.constprop.0`, ...), from /proc/kallsyms. Fails if there is none.
+pub fn kallsyms_lookup(name: &str) -> Result<String> {
+    let text = std::fs::read_to_string("/proc/kallsyms").context("reading /proc/kallsyms")?;
+    find_symbol(&text, name).ok_or_else(|| {
+        anyhow!(
+            "no text symbol {name} (nor {name}.*) in /proc/kallsyms: is it inlined or not built?"
+        )
+    })
+}
+
+fn find_symbol(kallsyms: &str, name: &str) -> Option<String> {
+    let mut clone = None;
+    for l in kallsyms.lines() {
+        let mut f = l.split_whitespace();
+        let (_, kind, sym) = (f.next()?, f.next()?, f.next()?);
+        if !matches!(kind, "t" | "T") {
+            continue;
+        }
+        if sym == name {
+            return Some(sym.to_string());
+        }
+        if clone.is_none() && sym.strip_prefix(name).is_some_and(|r| r.starts_with('.')) {
+            clone = Some(sym.to_string());
+        }
+    }
+    clone
+}
+
+#[cfg(test)]
+mod kallsyms_tests {
+    use super::find_symbol;
+
+    #[test]
+    fn finds_clones() {
+        let t = "ffffffff8136a7a0 t ublk_copy_user_pages.isra.0\nffffffff8136a000 t ublk_copy_user_pages_x\n";
+        assert_eq!(
+            find_symbol(t, "ublk_copy_user_pages").as_deref(),
+            Some("ublk_copy_user_pages.isra.0")
+        );
+        assert_eq!(
+            find_symbol("1 T foo\n2 t foo.isra.0\n", "foo").as_deref(),
+            Some("foo")
+        );
+        assert_eq!(find_symbol("1 d foo\n", "foo"), None);
+    }
+}
