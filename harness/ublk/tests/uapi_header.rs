@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{bail, Context, Result};
 use ublk::uapi;
@@ -85,7 +86,13 @@ fn header_values() -> Result<HashMap<String, u64>> {
     }
     c.push_str("\treturn 0;\n}\n");
 
-    let dir = std::env::temp_dir().join(format!("ublk-uapi-{}", std::process::id()));
+    // One directory per call: the tests run in parallel threads of one process.
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "ublk-uapi-{}-{}",
+        std::process::id(),
+        CALLS.fetch_add(1, Ordering::Relaxed)
+    ));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let src = dir.join("values.c");
     let exe = dir.join("values");
