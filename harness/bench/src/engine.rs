@@ -1,0 +1,220 @@
+//! The I/O engine: one io_uring per submitting thread, a pipeline of `qd`
+//! reads or writes of `bs` bytes kept full until `n` I/Os have completed.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use io_uring::{opcode, types, IoUring};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pattern {
+    SeqRead,
+    SeqWrite,
+    RandRead,
+    RandWrite,
+}
+
+impl Pattern {
+    pub const ALL: [Pattern; 4] = [
+        Pattern::SeqRead,
+        Pattern::SeqWrite,
+        Pattern::RandRead,
+        Pattern::RandWrite,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Pattern::SeqRead => "seqread",
+            Pattern::SeqWrite => "seqwrite",
+            Pattern::RandRead => "randread",
+            Pattern::RandWrite => "randwrite",
+        }
+    }
+
+    pub fn is_write(self) -> bool {
+        matches!(self, Pattern::SeqWrite | Pattern::RandWrite)
+    }
+
+    pub fn is_random(self) -> bool {
+        matches!(self, Pattern::RandRead | Pattern::RandWrite)
+    }
+}
+
+/// A page-aligned buffer inside a plain Vec (so the worker stays Send).
+struct AlignedBuf {
+    mem: Vec<u8>,
+    off: usize,
+    len: usize,
+}
+
+impl AlignedBuf {
+    fn new(len: usize, fill: u8) -> AlignedBuf {
+        let mut mem = vec![fill; len + 4096];
+        let off = mem.as_mut_ptr().align_offset(4096);
+        AlignedBuf { mem, off, len }
+    }
+
+    fn ptr(&mut self) -> *mut u8 {
+        self.mem[self.off..self.off + self.len].as_mut_ptr()
+    }
+}
+
+/// One submitting thread's state: its ring, buffers and position.
+pub struct Worker {
+    ring: IoUring,
+    bufs: Vec<AlignedBuf>,
+    pattern: Pattern,
+    bs: u64,
+    qd: usize,
+    /// The region [base, base + span) this worker touches.
+    base: u64,
+    span: u64,
+    cursor: u64,
+    rng: u64,
+    /// Pin to this CPU while running (for multi-queue targets).
+    pub cpu: Option<usize>,
+}
+
+impl Worker {
+    pub fn new(
+        pattern: Pattern,
+        bs: u64,
+        qd: usize,
+        base: u64,
+        span: u64,
+        seed: u64,
+    ) -> Result<Worker> {
+        if span < bs {
+            bail!("region of {span} bytes is smaller than the block size {bs}");
+        }
+        let ring = IoUring::new((qd as u32).next_power_of_two().max(2))
+            .context("io_uring_setup for the bench ring")?;
+        let bufs = (0..qd)
+            .map(|i| AlignedBuf::new(bs as usize, 0x5a ^ i as u8))
+            .collect();
+        Ok(Worker {
+            ring,
+            bufs,
+            pattern,
+            bs,
+            qd,
+            base,
+            span: span - span % bs,
+            cursor: 0,
+            rng: seed | 1,
+            cpu: None,
+        })
+    }
+
+    fn next_offset(&mut self) -> u64 {
+        let blocks = self.span / self.bs;
+        let blk = if self.pattern.is_random() {
+            // xorshift64*
+            self.rng ^= self.rng >> 12;
+            self.rng ^= self.rng << 25;
+            self.rng ^= self.rng >> 27;
+            self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) % blocks
+        } else {
+            let b = self.cursor % blocks;
+            self.cursor = self.cursor.wrapping_add(1);
+            b
+        };
+        self.base + blk * self.bs
+    }
+
+    fn push(&mut self, fd: i32, slot: usize) -> Result<()> {
+        let off = self.next_offset();
+        let ptr = self.bufs[slot].ptr();
+        let len = self.bs as u32;
+        let sqe = if self.pattern.is_write() {
+            opcode::Write::new(types::Fd(fd), ptr, len)
+                .offset(off)
+                .build()
+        } else {
+            opcode::Read::new(types::Fd(fd), ptr, len)
+                .offset(off)
+                .build()
+        }
+        .user_data(slot as u64);
+        // SAFETY: the buffer lives in self.bufs for as long as the ring, and
+        // a slot is reused only after its completion was reaped.
+        unsafe { self.ring.submission().push(&sqe) }.context("submission queue full")?;
+        Ok(())
+    }
+
+    /// Run `n` I/Os with up to `qd` in flight; returns the wall time.
+    pub fn run(&mut self, file: &File, n: u64) -> Result<Duration> {
+        if let Some(cpu) = self.cpu {
+            pin_to(cpu)?;
+        }
+        let fd = file.as_raw_fd();
+        let start = Instant::now();
+        let mut issued = 0u64;
+        let mut done = 0u64;
+        let mut free: Vec<usize> = (0..self.qd).rev().collect();
+        while done < n {
+            while issued < n {
+                let Some(slot) = free.pop() else { break };
+                self.push(fd, slot)?;
+                issued += 1;
+            }
+            self.ring.submit_and_wait(1).context("io_uring_enter")?;
+            let mut cq = self.ring.completion();
+            cq.sync();
+            for cqe in &mut cq {
+                let res = cqe.result();
+                if res < 0 {
+                    bail!(
+                        "{} of {} bytes failed: {}",
+                        self.pattern.name(),
+                        self.bs,
+                        std::io::Error::from_raw_os_error(-res)
+                    );
+                }
+                if res as u64 != self.bs {
+                    bail!("short {}: {res} of {} bytes", self.pattern.name(), self.bs);
+                }
+                free.push(cqe.user_data() as usize);
+                done += 1;
+            }
+        }
+        Ok(start.elapsed())
+    }
+}
+
+pub fn pin_to(cpu: usize) -> Result<()> {
+    // SAFETY: cpu_set_t is plain data; sched_setaffinity reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("pin to CPU {cpu}"));
+        }
+    }
+    Ok(())
+}
+
+/// Run `n` I/Os split over the workers (one thread each when there are
+/// several); returns the wall time of the slowest.
+pub fn run_workers(workers: &mut [Worker], file: &File, n: u64) -> Result<Duration> {
+    if workers.len() == 1 {
+        return workers[0].run(file, n);
+    }
+    let per = n.div_ceil(workers.len() as u64);
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = workers
+            .iter_mut()
+            .map(|w| s.spawn(move || w.run(file, per)))
+            .collect();
+        for h in handles {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("bench worker thread panicked"))??;
+        }
+        Ok::<(), anyhow::Error>(())
+    })?;
+    Ok(start.elapsed())
+}
