@@ -261,7 +261,7 @@ pub fn svg(rows: &[Row], meta: &Meta) -> String {
     let (bar, gap, left, panel_h, top) = (9.0, 14.0, 70.0, 220.0, 50.0);
     let group_w = bar * targets.len() as f64 + gap;
     let width = left + group_w * workloads.len().max(1) as f64 + 20.0;
-    let height = top + (panel_h + 90.0) * backings.len().max(1) as f64;
+    let height = top + (panel_h + 110.0) * backings.len().max(1) as f64;
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -272,7 +272,8 @@ pub fn svg(rows: &[Row], meta: &Meta) -> String {
         s,
         r#"<text x="{left}" y="16" font-size="13">ublk throughput, MiB/s (QD32, 1 queue) — {} — {}</text>"#,
         esc(&meta.release),
-        esc(&meta.accel)
+        // "tcg (KVM unusable: ...)": the accelerator's name is enough in a title
+        esc(meta.accel.split_whitespace().next().unwrap_or("unknown accelerator"))
     );
     for (i, t) in targets.iter().enumerate() {
         let x = left + i as f64 * 110.0;
