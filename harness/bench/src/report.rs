@@ -273,7 +273,11 @@ pub fn svg(rows: &[Row], meta: &Meta) -> String {
         r#"<text x="{left}" y="16" font-size="13">ublk throughput, MiB/s (QD32, 1 queue) — {} — {}</text>"#,
         esc(&meta.release),
         // "tcg (KVM unusable: ...)": the accelerator's name is enough in a title
-        esc(meta.accel.split_whitespace().next().unwrap_or("unknown accelerator"))
+        esc(meta
+            .accel
+            .split_whitespace()
+            .next()
+            .unwrap_or("unknown accelerator"))
     );
     for (i, t) in targets.iter().enumerate() {
         let x = left + i as f64 * 110.0;

@@ -4,10 +4,10 @@
 //! (`include/linux/splice.h`, SPEC.md): io_uring's IORING_OP_SPLICE accepts them,
 //! splice(2), tee(2) and vmsplice(2) must not.
 
-/// Patch 1/4: a file to file splice through the task's internal pipe.
-pub const SPLICE_F_DIRECT: u32 = 0x10;
-/// Patch 3/4: with SPLICE_F_DIRECT, the destination is read into the source's pages.
-pub const SPLICE_F_READ_TO_READ: u32 = 0x20;
+/// Patch 1/4 (a file to file splice through the task's internal pipe) and 3/4 (with
+/// SPLICE_F_DIRECT, the destination is read into the source's pages): the UAPI module of
+/// the ublk crate is where the harness keeps them.
+pub use ublk::uapi::{SPLICE_F_DIRECT, SPLICE_F_READ_TO_READ};
 
 /// The syscalls' own flags (`SPLICE_F_ALL` of include/linux/splice.h).
 pub const SPLICE_F_MOVE: u32 = 0x01;

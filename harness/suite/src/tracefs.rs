@@ -70,7 +70,11 @@ impl Kprobe {
         let n = NEXT_PROBE.fetch_add(1, Ordering::Relaxed);
         let group = "ublk_suite".to_string();
         // kprobe_profile names events without their group, so make the name unique
-        let event = format!("p{}_{n}_{}", std::process::id(), symbol.replace('.', "_"));
+        let event = format!(
+            "p{}_{n}_{}",
+            std::process::id(),
+            symbol.replace(|c: char| !c.is_ascii_alphanumeric() && c != '_', "_")
+        );
         append(
             &root,
             "kprobe_events",
@@ -118,6 +122,44 @@ impl Drop for Kprobe {
             "kprobe_events",
             &format!("-:{}/{}", self.group, self.event),
         );
+    }
+}
+
+impl Kprobe {
+    /// Sets the event's filter (e.g. `comm ~ "ublk*"`) and empties the trace buffer: then
+    /// [`Kprobe::traced`] counts only the hits that pass the filter (kprobe_profile's hit
+    /// count does not look at filters).
+    pub fn filter(&self, filter: &str) -> Result<()> {
+        let path = self
+            .root
+            .join(format!("events/{}/{}/filter", self.group, self.event));
+        std::fs::write(&path, filter)
+            .with_context(|| format!("setting filter {filter:?} in {}", path.display()))?;
+        let _ = std::fs::write(self.root.join("buffer_size_kb"), "8192");
+        std::fs::write(self.root.join("trace"), "").context("clearing the trace buffer")
+    }
+
+    /// Events of this probe in the trace buffer (hits that passed the filter). Fails if
+    /// the buffer overflowed (a count could be missing).
+    pub fn traced(&self) -> Result<u64> {
+        let text = std::fs::read_to_string(self.root.join("trace")).context("reading trace")?;
+        if let Some(l) = text.lines().find(|l| l.starts_with("# entries-in-buffer")) {
+            if let Some((_, written)) = l.split_once("#P") {
+                let _ = written;
+            }
+            let nums: Vec<u64> = l
+                .split(|c: char| !c.is_ascii_digit())
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            if nums.len() >= 2 && nums[0] != nums[1] {
+                bail!("the trace buffer overflowed: {l}");
+            }
+        }
+        let tag = format!(" {}:", self.event);
+        Ok(text
+            .lines()
+            .filter(|l| !l.starts_with('#') && l.contains(&tag))
+            .count() as u64)
     }
 }
 
@@ -192,4 +234,107 @@ mod kallsyms_tests {
         );
         assert_eq!(find_symbol("1 d foo\n", "foo"), None);
     }
+}
+
+/// The address of text symbol `sym` (exact name) in /proc/kallsyms.
+pub fn kallsyms_address(sym: &str) -> Result<u64> {
+    let text = std::fs::read_to_string("/proc/kallsyms").context("reading /proc/kallsyms")?;
+    text.lines()
+        .find_map(|l| {
+            let mut f = l.split_whitespace();
+            let (a, _, s) = (f.next()?, f.next()?, f.next()?);
+            (s == sym)
+                .then(|| u64::from_str_radix(a, 16).ok())
+                .flatten()
+        })
+        .ok_or_else(|| anyhow!("{sym} is not in /proc/kallsyms"))
+}
+
+/// The last lines of tracefs' error_log (why a probe definition was refused).
+pub fn error_log() -> String {
+    root()
+        .ok()
+        .and_then(|r| std::fs::read_to_string(r.join("error_log")).ok())
+        .map(|t| t.lines().rev().take(4).collect::<Vec<_>>().join(" | "))
+        .unwrap_or_default()
+}
+
+/// Text symbols of /proc/kallsyms sorted by address: (address, name).
+fn text_symbols() -> Result<Vec<(u64, String)>> {
+    let text = std::fs::read_to_string("/proc/kallsyms").context("reading /proc/kallsyms")?;
+    let mut v: Vec<(u64, String)> = text
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (a, k, s) = (f.next()?, f.next()?, f.next()?);
+            matches!(k, "t" | "T")
+                .then(|| Some((u64::from_str_radix(a, 16).ok()?, s.to_string())))?
+        })
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+/// Reads `len` bytes of kernel memory at `addr` from /proc/kcore (an ELF core file).
+fn read_kcore(addr: u64, len: usize) -> Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open("/proc/kcore").context("opening /proc/kcore")?;
+    let mut eh = [0u8; 64];
+    f.read_exact_at(&mut eh, 0)
+        .context("reading /proc/kcore's ELF header")?;
+    let u64at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+    let u16at = |b: &[u8], o: usize| u16::from_le_bytes(b[o..o + 2].try_into().unwrap());
+    let (phoff, phentsize, phnum) = (u64at(&eh, 32), u16at(&eh, 54), u16at(&eh, 56));
+    for i in 0..u64::from(phnum) {
+        let mut ph = [0u8; 56];
+        f.read_exact_at(&mut ph, phoff + i * u64::from(phentsize))?;
+        let ptype = u32::from_le_bytes(ph[0..4].try_into().unwrap());
+        let (off, vaddr, filesz) = (u64at(&ph, 8), u64at(&ph, 16), u64at(&ph, 32));
+        if ptype == 1 && addr >= vaddr && addr + len as u64 <= vaddr + filesz {
+            let mut buf = vec![0u8; len];
+            f.read_exact_at(&mut buf, off + (addr - vaddr))
+                .context("reading /proc/kcore")?;
+            return Ok(buf);
+        }
+    }
+    bail!("{addr:#x} is in no segment of /proc/kcore")
+}
+
+/// Call sites of the text symbol `target`: `SYMBOL+OFFSET` of every `call rel32` (or
+/// `jmp rel32`) to it in the functions whose names start with `caller_prefix`, found in the
+/// running kernel's text (/proc/kcore). For a notrace function (a `static inline` one, or
+/// its `.isra` clone), which kprobe events refuse, the call sites in traceable callers
+/// count its calls just as well.
+pub fn call_sites(target: &str, caller_prefix: &str) -> Result<Vec<String>> {
+    let syms = text_symbols()?;
+    let taddr = syms
+        .iter()
+        .find(|(_, s)| s == target)
+        .map(|(a, _)| *a)
+        .ok_or_else(|| anyhow!("{target} is not in /proc/kallsyms"))?;
+    let mut out = Vec::new();
+    for (i, (a, s)) in syms.iter().enumerate() {
+        if !s.starts_with(caller_prefix) || s == target {
+            continue;
+        }
+        let Some((end, _)) = syms.get(i + 1) else {
+            continue;
+        };
+        let len = (end - a) as usize;
+        if len == 0 || len > 1 << 16 {
+            continue;
+        }
+        let code = read_kcore(*a, len)?;
+        for k in 0..len.saturating_sub(4) {
+            if code[k] != 0xe8 && code[k] != 0xe9 {
+                continue;
+            }
+            let rel = i32::from_le_bytes(code[k + 1..k + 5].try_into().unwrap());
+            let next = a + k as u64 + 5;
+            if next.wrapping_add(rel as i64 as u64) == taddr {
+                out.push(format!("{s}+{k}"));
+            }
+        }
+    }
+    Ok(out)
 }

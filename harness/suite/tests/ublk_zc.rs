@@ -453,7 +453,7 @@ fn kill_9_zero_copy_server_mid_io() {
     let rounds: usize = std::env::var("UBLK_KILL_ROUNDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
+        .unwrap_or(20);
     let bf = must(backing_file(Backing::Buffered, 64 << 20)).unwrap();
     let dir = must(ublk_suite::scratch::ScratchDir::new(
         ublk_suite::scratch::Fs::Tmpfs,

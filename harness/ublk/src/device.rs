@@ -460,6 +460,9 @@ impl Device {
     /// STOP_DEV (in-flight I/O completes first, then the driver aborts the
     /// fetches), join the queue threads, close the char device, DEL_DEV, and
     /// wait for the nodes to go.
+    ///
+    /// DEL_DEV waits for the last close of `/dev/ublkbN`: close every fd of the
+    /// block device that this process holds first, or this call does not return.
     pub fn stop_and_delete(mut self) -> Result<()> {
         self.do_delete()
     }

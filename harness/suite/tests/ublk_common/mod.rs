@@ -21,6 +21,13 @@ use ublk_suite::check::must;
 use ublk_suite::files::{drop_caches, fnv64, pattern};
 use ublk_suite::scratch::{self, find_tool, Fs, ScratchDir};
 
+/// Progress on stderr, not captured by libtest: if a test hangs, the log shows how far
+/// it got.
+pub fn note(msg: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "  .. {msg}");
+}
+
 // ---------------------------------------------------------------------------------
 // Modes, backings, devices
 // ---------------------------------------------------------------------------------
@@ -360,6 +367,7 @@ fn check_regions(what: &str, path: &Path, regions: &[Region], direct: bool) -> R
 
 /// The random I/O scenario. Null target: the I/O must succeed (the data is not kept).
 pub fn random_io(mode: Mode, b: Backing, queues: u16, depth: u16) -> Result<()> {
+    let _wd = Watchdog::new("random_io", 60);
     let bf = backing_file(b, RANDOM_IO_SIZE)?;
     let dev = start(mode, bf.as_ref(), b, RANDOM_IO_SIZE, queues, depth)?;
     let path = dev.block_path();
@@ -467,6 +475,7 @@ fn read_dev_direct(path: &Path, off: u64, len: usize) -> Result<Vec<u8>> {
 }
 
 pub fn flush_discard_zeroes(mode: Mode, b: Backing, queues: u16, depth: u16) -> Result<()> {
+    let _wd = Watchdog::new("flush_discard_zeroes", 60);
     let size = 16u64 << 20;
     let bf = backing_file(b, size)?.expect("a loop backing");
     let dev = start(mode, Some(&bf), b, size, queues, depth)?;
@@ -475,6 +484,7 @@ pub fn flush_discard_zeroes(mode: Mode, b: Backing, queues: u16, depth: u16) -> 
     let f = open_buffered(&path)?;
     full_write_at(&f, &data, 0, "buffered write")?;
     let flushes0 = dev.stats().flushes;
+    note("fsync");
     f.sync_all().context("fsync of /dev/ublkbN")?;
     let flushes = dev.stats().flushes - flushes0;
     if flushes == 0 {
@@ -485,7 +495,9 @@ pub fn flush_discard_zeroes(mode: Mode, b: Backing, queues: u16, depth: u16) -> 
     ublk_suite::files::check_bytes("backing file after fsync of the device", 0, &got, &data)?;
 
     let mib = 1u64 << 20;
+    note("BLKDISCARD");
     blk_range_ioctl(&f, BLKDISCARD, mib, mib).context("BLKDISCARD")?;
+    note("BLKZEROOUT");
     blk_range_ioctl(&f, BLKZEROOUT, 2 * mib, mib).context("BLKZEROOUT")?;
     f.sync_all()?;
     let st = dev.stats();
@@ -505,6 +517,8 @@ pub fn flush_discard_zeroes(mode: Mode, b: Backing, queues: u16, depth: u16) -> 
     let d = read_dev_direct(&path, 3 * mib, mib as usize)?;
     ublk_suite::files::check_bytes("fourth MiB", 3 * mib, &d, &data[3 * mib as usize..])?;
     println!("flush/discard/zeroes {mode:?} {b:?}: {:?}", dev.stats());
+    drop(f);
+    note("stop_and_delete");
     dev.stop_and_delete()
 }
 
@@ -554,6 +568,7 @@ fn umount(at: &Path) -> Result<()> {
 }
 
 pub fn filesystem(mode: Mode, b: Backing, queues: u16, depth: u16) -> Result<()> {
+    let _wd = Watchdog::new("filesystem", 60);
     let size = 64u64 << 20;
     let bf = backing_file(b, size)?.expect("a loop backing");
     let dev = start(mode, Some(&bf), b, size, queues, depth)?;
@@ -619,12 +634,20 @@ pub fn fio_io_bytes(json: &str, section: &str) -> Option<u64> {
 }
 
 pub fn fio_verify(mode: Mode, b: Backing, queues: u16, depth: u16) -> Result<()> {
+    let _wd = Watchdog::new("fio_verify", 60);
     let size = 64u64 << 20;
     let bf = backing_file(b, size)?;
     let dev = start(mode, bf.as_ref(), b, size, queues, depth)?;
     let fio = find_tool("fio").ok_or_else(|| anyhow!("fio is not installed"))?;
     let io = 16u64 << 20;
+    // the null target keeps no data: only the byte counts can be checked there
+    let verify: &[&str] = if b == Backing::Null {
+        &["--verify=0"]
+    } else {
+        &["--verify=crc32c", "--do_verify=1", "--verify_fatal=1"]
+    };
     let out = Command::new(fio)
+        .args(verify)
         .args([
             "--name=ublkverify",
             &format!("--filename={}", dev.block_path().display()),
@@ -634,9 +657,6 @@ pub fn fio_verify(mode: Mode, b: Backing, queues: u16, depth: u16) -> Result<()>
             "--rw=randwrite",
             "--bsrange=4k-256k",
             &format!("--size={io}"),
-            "--verify=crc32c",
-            "--do_verify=1",
-            "--verify_fatal=1",
             "--output-format=json",
         ])
         .output()
@@ -656,7 +676,8 @@ pub fn fio_verify(mode: Mode, b: Backing, queues: u16, depth: u16) -> Result<()>
         "fio {mode:?} {b:?}: wrote {w} bytes, verified {r} bytes; {:?}",
         dev.stats()
     );
-    if w != io || r != io {
+    let want_r = if b == Backing::Null { 0 } else { io };
+    if w != io || r != want_r {
         bail!("fio moved write {w} / read(verify) {r} bytes, asked for {io} each");
     }
     dev.stop_and_delete()
@@ -693,13 +714,14 @@ pub fn server_buffers(mode: Mode) -> Result<(usize, u64)> {
     let dev = start(mode, None, Backing::Null, 64 << 20, queues, depth)?;
     let per_queue = u64::from(depth) * u64::from(dev.info().max_io_buf_bytes);
     let after = anon_mappings();
-    let new: Vec<_> = after
-        .iter()
-        .filter(|m| !before.contains(m) && m.1 == per_queue)
-        .collect();
+    // Adjacent anonymous mappings (thread stacks, buffers) merge into one VMA, so count
+    // bytes: what the device's start added to this process's anonymous writable memory,
+    // in units of one queue's buffer (queue thread stacks add a few MiB, far less).
+    let total = |v: &Vec<(String, u64)>| v.iter().map(|m| m.1).sum::<u64>();
+    let added = total(&after).saturating_sub(total(&before));
+    let new = (added / per_queue) as usize;
     println!(
-        "{mode:?}: {} new anonymous mapping(s) of {per_queue} bytes (depth {depth} x max_io_buf_bytes {}) for {queues} queues: {new:?}",
-        new.len(),
+        "{mode:?}: {added} bytes of new anonymous mappings = {new} x {per_queue} (depth {depth} x max_io_buf_bytes {}) for {queues} queues",
         dev.info().max_io_buf_bytes
     );
     // the device must work as well
@@ -710,7 +732,7 @@ pub fn server_buffers(mode: Mode) -> Result<(usize, u64)> {
     full_read_at(&f, buf.as_mut_slice(), 0, "read")?;
     drop(f);
     dev.stop_and_delete()?;
-    Ok((new.len(), per_queue))
+    Ok((new, per_queue))
 }
 
 // ---------------------------------------------------------------------------------
@@ -720,12 +742,23 @@ pub fn server_buffers(mode: Mode) -> Result<(usize, u64)> {
 /// Runs `mib` MiB of verified writes and reads on a loop device (tmpfs backing) under a
 /// kprobe on ublk_copy_user_pages; returns (copy calls, data requests, bytes verified).
 pub fn copy_probe(mode: Mode, mib: u64) -> Result<(u64, u64, u64)> {
-    use ublk_suite::tracefs::{kallsyms_lookup, Kprobe};
+    let _wd = Watchdog::new("copy_probe", 90);
+    use ublk_suite::tracefs::{error_log, kallsyms_lookup, Kprobe};
     let size = 32u64 << 20;
     let bf = backing_file(Backing::Buffered, size)?;
     let dev = start(mode, bf.as_ref(), Backing::Buffered, size, 1, 64)?;
     let sym = kallsyms_lookup("ublk_copy_user_pages")?;
-    let probe = Kprobe::new(&sym)?;
+    // ublk_copy_user_pages() copies between the request's pages and the server's buffer,
+    // once per data request (and per 128 KiB pinned): it is the driver's copy path. It is
+    // `static inline`, hence notrace, so kernel-config/base.config sets
+    // CONFIG_KPROBE_EVENTS_ON_NOTRACE for kprobe events to be placed on it. A probe that
+    // cannot be placed fails the test.
+    let probe = Kprobe::new(&sym).with_context(|| {
+        format!(
+            "placing a kprobe on {sym}, the driver's copy path (error_log: {})",
+            error_log()
+        )
+    })?;
     let h0 = probe.hits()?;
     let s0 = dev.stats();
     let path = dev.block_path();
@@ -764,12 +797,14 @@ pub fn copy_probe(mode: Mode, mib: u64) -> Result<(u64, u64, u64)> {
     let s = dev.stats();
     let data_requests = (s.reads - s0.reads) + (s.writes - s0.writes);
     println!(
-        "kprobe {sym}: {hits} hits in {mode:?} mode over {} data requests ({} MiB written + read back and verified; splices {})",
+        "copy path {sym}: {hits} kprobe hits in {mode:?} mode over {} data requests ({} MiB written + read back and verified; splices {})",
         data_requests,
         verified >> 20,
         s.splices - s0.splices
     );
     drop(probe);
+    // DEL_DEV waits for the last close of /dev/ublkbN: close it first
+    drop(f);
     dev.stop_and_delete()?;
     Ok((hits, data_requests, verified))
 }
@@ -781,6 +816,7 @@ pub fn copy_probe(mode: Mode, mib: u64) -> Result<(u64, u64, u64)> {
 /// Deletes a device (in-process) while two threads hammer it: the I/O ends with errors
 /// or success, nothing hangs, the device goes.
 pub fn removal_under_load(mode: Mode) -> Result<()> {
+    let _wd = Watchdog::new("removal_under_load", 60);
     let size = 32u64 << 20;
     let bf = backing_file(Backing::Buffered, size)?;
     let dev = start(mode, bf.as_ref(), Backing::Buffered, size, 2, 16)?;
@@ -804,6 +840,8 @@ pub fn removal_under_load(mode: Mode) -> Result<()> {
                         f.read_at(buf.as_mut_slice(), off)
                     };
                     match r {
+                        // after STOP_DEV the disk has size 0: I/O ends at "EOF"
+                        Ok(0) => return (n, Some("0 bytes (device gone)".into())),
                         Ok(_) => n += 1,
                         Err(e) => return (n, Some(e.to_string())),
                     }
@@ -814,10 +852,17 @@ pub fn removal_under_load(mode: Mode) -> Result<()> {
         .collect();
     std::thread::sleep(Duration::from_millis(500));
     let t0 = Instant::now();
-    dev.stop_and_delete()?;
-    let del = t0.elapsed();
-    stop.store(true, Ordering::Relaxed);
+    // The I/O threads keep /dev/ublkbN open and DEL_DEV waits for the last close: they
+    // must end by themselves (errors, or 0-byte I/O on the dead disk) while we delete.
+    let deleter = std::thread::spawn(move || dev.stop_and_delete());
     let res: Vec<_> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+    let io_end = t0.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    deleter
+        .join()
+        .map_err(|_| anyhow!("the deleter panicked"))??;
+    let del = t0.elapsed();
+    println!("removal under load: I/O threads ended {io_end:?} after the stop began");
     println!("removal under load ({mode:?}): deleted in {del:?}; I/O threads: {res:?}");
     if del > Duration::from_secs(30) {
         bail!("deleting the device under load took {del:?}");
@@ -1315,6 +1360,9 @@ impl HeldServer {
         }
         self.stopped = true;
         self.set_hold(false);
+        // a request still held: the queue thread's recv() fails, it serves the request
+        let (tx, _) = channel();
+        drop(std::mem::replace(&mut self.release_tx, tx));
         let _ = self.ctrl.stop_dev(self.id);
         if let Some(t) = self.thread.take() {
             t.join().map_err(|_| anyhow!("queue thread panicked"))??;
@@ -1341,4 +1389,49 @@ pub fn background<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 
 pub fn unwrap<T>(r: Result<T>) -> T {
     must(r)
+}
+
+/// Dumps the blocked tasks (sysrq w) and this process's kernel stacks if a test runs
+/// longer than `secs`, so that a hang leaves evidence in the log before vmrun's timeout.
+pub struct Watchdog(Arc<AtomicBool>);
+
+impl Watchdog {
+    pub fn new(what: &str, secs: u64) -> Watchdog {
+        let done = Arc::new(AtomicBool::new(false));
+        let d = done.clone();
+        let what = what.to_string();
+        std::thread::spawn(move || {
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_secs(secs) {
+                if d.load(Ordering::Relaxed) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            use std::io::Write;
+            let mut err = std::io::stderr();
+            let _ = writeln!(err, "WATCHDOG: {what} still running after {secs} s; blocked tasks (sysrq w) and stacks:");
+            let _ = std::fs::write("/proc/sysrq-trigger", b"w");
+            if let Ok(rd) = std::fs::read_dir("/proc/self/task") {
+                for t in rd.flatten() {
+                    let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+                    let stack = std::fs::read_to_string(t.path().join("stack")).unwrap_or_default();
+                    let st = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+                    let _ = writeln!(
+                        err,
+                        "task {:?} {}: {st}\n{stack}",
+                        t.file_name(),
+                        comm.trim()
+                    );
+                }
+            }
+        });
+        Watchdog(done)
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
