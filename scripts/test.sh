@@ -52,12 +52,13 @@ counted() {
 	say "[$(($(date +%s) - t0))s] $name"
 	"$@" >"$log" 2>&1
 	rc=$?
+	# A closing "N passed, N failed" line (the suite runner's) sums up everything above it.
 	read -r p f < <(awk '
 		/^ok - /     { p++ }
 		/^not ok - / { f++ }
 		/^test result: / { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
-		/^[0-9]+ passed, [0-9]+ failed/ { p += $1; f += $3 }
-		END { print p + 0, f + 0 }' "$log")
+		/^[0-9]+ passed, [0-9]+ failed/ { sp = $1; sf = $3; summary = 1 }
+		END { if (summary) print sp + 0, sf + 0; else print p + 0, f + 0 }' "$log")
 	grep -E '^(ok|not ok) - |^test .* \.\.\. (ok|FAILED)$|^[0-9]+ passed, [0-9]+ failed' "$log" | sed 's/^/    /'
 	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
 		f=1 # the command failed without saying which check did
