@@ -4,7 +4,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-pkgs=(linux-source-6.1 qemu-system-x86 busybox-static e2fsprogs fio ccache flex bison
+pkgs=(linux-source-6.1 qemu-system-x86 qemu-system-data busybox-static e2fsprogs fio ccache flex bison
 	libelf-dev libssl-dev bc cpio quilt sparse build-essential git python3)
 missing=()
 for p in "${pkgs[@]}"; do
