@@ -25,8 +25,8 @@ image=$(kernel_image "$flavor")
 # Everything that decides the build: the source commit and the config fragments.
 stamp=$({
 	echo "$flavor $localversion"
-	zgit -C "$src" rev-parse HEAD
-	for f in "${frags[@]}"; do sha256sum "$ZC_TOP/kernel-config/$f"; done
+	zgit -C "$src" rev-parse 'HEAD^{tree}'
+	for f in "${frags[@]}"; do sha256sum <"$ZC_TOP/kernel-config/$f"; done
 } | sha256sum | cut -c1-16)
 if [ -f "$image" ] && [ "$(cat "$out/.zc-stamp" 2>/dev/null)" = "$stamp" ]; then
 	say "kernel $flavor: up to date ($stamp), nothing to do"

@@ -96,7 +96,7 @@ gate_build() {
 	local out i c tree stamp cfg log start
 	out=$(kernel_out patched)
 	configure "$ZC_PATCHED" "$out"
-	cfg=$(sha256sum "$ZC_TOP/kernel-config/base.config" | cut -c1-16)
+	cfg=$(sha256sum <"$ZC_TOP/kernel-config/base.config" | cut -c1-16)
 	for ((i = 1; i <= ${#patches[@]}; i++)); do
 		c=$(series_commit "$i")
 		tree=$(zgit -C "$ZC_PATCHED" rev-parse "$c^{tree}")

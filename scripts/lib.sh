@@ -45,7 +45,7 @@ series_patches() {
 series_hash() {
 	{
 		zgit -C "$ZC_SRC" rev-parse base
-		series_patches | while read -r p; do sha256sum "$p"; done
+		series_patches | while read -r p; do sha256sum <"$p"; done
 	} | sha256sum | cut -c1-16
 }
 
