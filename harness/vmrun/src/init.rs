@@ -8,8 +8,8 @@
 //! it powers off all the same: with nobody else to tell, the console is its only voice.
 
 use crate::job::{
-    GuestStatus, Job, GUEST_SHARE, JOB_FILE, MARK_EXIT, MARK_INIT_FAILED, MARK_START, NINEP_MSIZE,
-    SHARE_TAG, STATUS_FILE,
+    tmp_entries, GuestStatus, Job, GUEST_SHARE, HOST_TMP, JOB_FILE, MARK_EXIT, MARK_INIT_FAILED,
+    MARK_START, NINEP_MSIZE, SHARE_TAG, STATUS_FILE,
 };
 use crate::report::shell_words;
 use anyhow::{bail, Context, Result};
@@ -157,8 +157,18 @@ fn mount_all() -> Result<()> {
         nosuid_nodev,
         Some("mode=1777"),
     )?;
-    mount_fs("tmpfs", "/tmp", "tmpfs", nosuid_nodev, Some("mode=1777"))?;
     mount_fs("tmpfs", "/run", "tmpfs", nosuid_nodev, Some("mode=0755"))?;
+    // Keep the host's /tmp reachable before covering it: the job may live there.
+    mkdir(HOST_TMP)?;
+    mount(
+        Some("/tmp"),
+        HOST_TMP,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .with_context(|| format!("binding the host's /tmp to {HOST_TMP}"))?;
+    mount_fs("tmpfs", "/tmp", "tmpfs", nosuid_nodev, Some("mode=1777"))?;
     mkdir(GUEST_SHARE)?;
     let share_opts =
         format!("trans=virtio,version=9p2000.L,msize={NINEP_MSIZE},cache=none,access=any");
@@ -335,6 +345,32 @@ fn write_status(st: &GuestStatus) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
+/// Binds the host's entries under /tmp that the job names back in place, over the
+/// guest's own /tmp (a repo cloned into /tmp runs as it would anywhere else).
+fn expose_host_tmp(job: &Job) -> Result<()> {
+    for name in tmp_entries(job) {
+        let host = Path::new(HOST_TMP).join(&name);
+        let guest = Path::new("/tmp").join(&name);
+        if host.is_dir() {
+            std::fs::create_dir_all(&guest)
+        } else if host.exists() {
+            std::fs::File::create(&guest).map(drop)
+        } else {
+            continue;
+        }
+        .with_context(|| format!("creating {}", guest.display()))?;
+        mount(
+            Some(&host),
+            &guest,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .with_context(|| format!("binding the host's {} in place", guest.display()))?;
+    }
+    Ok(())
+}
+
 /// Mounts, runs the job, cleans up; the command's status.
 fn run() -> Result<GuestStatus> {
     mount_all()?;
@@ -342,6 +378,7 @@ fn run() -> Result<GuestStatus> {
     let data =
         std::fs::read(&job_path).with_context(|| format!("reading {}", job_path.display()))?;
     let job = Job::decode(&data).with_context(|| format!("parsing {}", job_path.display()))?;
+    expose_host_tmp(&job)?;
     let prepared = match prepare(&job)? {
         Ok(p) => p,
         Err(status) => return Ok(status),

@@ -39,8 +39,34 @@ pub const MARK_EXIT: &str = "vmrun: exit-status ";
 pub const MARK_INIT_FAILED: &str = "vmrun: init-failed: ";
 
 /// Host directories the guest covers with mounts of its own: a host path under one of
-/// them is not what the guest sees.
-pub const GUEST_MOUNTS: &[&str] = &["/dev", "/proc", "/sys", "/tmp", "/run"];
+/// them is not what the guest sees. (`/tmp` is covered too, but the host paths a job
+/// names there are shown again: see [`HOST_TMP`].)
+pub const GUEST_MOUNTS: &[&str] = &["/dev", "/proc", "/sys", "/run"];
+
+/// Where the guest keeps the host's `/tmp` before covering it with a tmpfs, so that the
+/// host paths a job names under `/tmp` (its working directory, a clone of the repo, its
+/// command) can be bound back in place.
+pub const HOST_TMP: &str = "/run/vmrun-host-tmp";
+
+/// The entries directly under `/tmp` that the job names (cwd, absolute arguments):
+/// `/tmp/x/y` gives `x`.
+pub fn tmp_entries(job: &Job) -> Vec<std::ffi::OsString> {
+    let mut out: Vec<std::ffi::OsString> = Vec::new();
+    let paths = std::iter::once(job.cwd.as_path())
+        .chain(job.args.iter().map(std::path::Path::new))
+        .filter(|p| p.is_absolute());
+    for p in paths {
+        if let Ok(rest) = p.strip_prefix("/tmp") {
+            if let Some(first) = rest.components().next() {
+                let name = first.as_os_str().to_os_string();
+                if !out.contains(&name) {
+                    out.push(name);
+                }
+            }
+        }
+    }
+    out
+}
 
 /// The guest mount that hides `path` (absolute), if one does.
 pub fn hidden_in_guest(path: &std::path::Path) -> Option<&'static str> {
@@ -192,6 +218,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn tmp_entries_are_the_top_dirs_the_job_names() {
+        let job = Job {
+            args: vec![
+                "/tmp/clone/target/release/ublk-suite".into(),
+                "--label".into(),
+                "/tmp/x.sh".into(),
+                "/tmp/clone/y".into(),
+            ],
+            cwd: "/tmp/clone".into(),
+            env: vec![],
+        };
+        assert_eq!(
+            tmp_entries(&job),
+            vec![std::ffi::OsString::from("clone"), "x.sh".into()]
+        );
+        let job = Job {
+            args: vec!["true".into()],
+            cwd: "/work/main".into(),
+            env: vec![],
+        };
+        assert!(tmp_entries(&job).is_empty());
+    }
+
+    #[test]
     fn job_round_trip() {
         let job = Job {
             args: vec![
@@ -229,7 +279,9 @@ mod tests {
     #[test]
     fn hidden_paths() {
         use std::path::Path;
-        assert_eq!(hidden_in_guest(Path::new("/tmp/x/vm-init")), Some("/tmp"));
+        // /tmp is covered, but the paths a job names there are bound back in place
+        assert_eq!(hidden_in_guest(Path::new("/tmp/x/vm-init")), None);
+        assert_eq!(hidden_in_guest(Path::new("/proc/x")), Some("/proc"));
         assert_eq!(hidden_in_guest(Path::new("/run")), Some("/run"));
         assert_eq!(
             hidden_in_guest(Path::new("/work/target/release/vm-init")),

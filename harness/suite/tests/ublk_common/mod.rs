@@ -287,9 +287,19 @@ struct Region {
 
 /// Writes `ops` random blocks (512 B .. 1 MiB, sector aligned) in `[start, start+len)`
 /// with O_DIRECT or buffered I/O, then reads its region back and checks it.
+/// Where a submitter's writes go within its region.
+#[derive(Clone, Copy, Debug)]
+enum Pattern {
+    Random,
+    /// One after another, wrapping at the end of the region.
+    Sequential,
+}
+
+#[allow(clippy::too_many_arguments)]
 fn submitter(
     dev: PathBuf,
     direct: bool,
+    pattern: Pattern,
     start: u64,
     len: u64,
     ops: usize,
@@ -302,17 +312,27 @@ fn submitter(
         open_buffered(&dev)?
     };
     let what = format!(
-        "{} submitter on {}",
+        "{} {pattern:?} submitter on {}",
         if direct { "O_DIRECT" } else { "buffered" },
         dev.display()
     );
+    let mut cursor = start;
     let mut rng = Rng::new(seed);
     let mut seeds = vec![0u64; (len / 512) as usize];
     let mut buf = AlignedBuf::new(MAX_IO as usize);
     for k in 0..ops {
         let units = MAX_IO / lbs;
         let size = (1 + rng.below(units)) * lbs;
-        let off = start + rng.below((len - size) / lbs + 1) * lbs;
+        let off = match pattern {
+            Pattern::Random => start + rng.below((len - size) / lbs + 1) * lbs,
+            Pattern::Sequential => {
+                if cursor + size > start + len {
+                    cursor = start;
+                }
+                cursor += size;
+                cursor - size
+            }
+        };
         let s = (seed << 20) | (k as u64 + 1);
         let b = &mut buf.as_mut_slice()[..size as usize];
         fill_block(b, off, s);
@@ -372,14 +392,30 @@ pub fn random_io(mode: Mode, b: Backing, queues: u16, depth: u16) -> Result<()> 
     let dev = start(mode, bf.as_ref(), b, RANDOM_IO_SIZE, queues, depth)?;
     let path = dev.block_path();
     let lbs = logical_block_size(&path);
-    let nthreads = 2u64;
+    // Four concurrent submitters, each on its own region: O_DIRECT and buffered, with
+    // random offsets and with sequential ones.
+    let nthreads = 4u64;
     let region = RANDOM_IO_SIZE / nthreads;
     let t0 = Instant::now();
     let handles: Vec<_> = (0..nthreads)
         .map(|i| {
             let p = path.clone();
+            let pattern = if i < 2 {
+                Pattern::Random
+            } else {
+                Pattern::Sequential
+            };
             std::thread::spawn(move || {
-                submitter(p, i % 2 == 0, i * region, region, 12, 0x5eed + i, lbs)
+                submitter(
+                    p,
+                    i % 2 == 0,
+                    pattern,
+                    i * region,
+                    region,
+                    12,
+                    0x5eed + i,
+                    lbs,
+                )
             })
         })
         .collect();
