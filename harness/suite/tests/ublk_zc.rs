@@ -101,6 +101,29 @@ const REQ_OFF: u64 = 64 << 10;
 /// background and returns the request the server holds for it.
 type HeldIo = std::thread::JoinHandle<std::io::Result<(usize, Vec<u8>)>>;
 
+/// splice(2) of the request at `pos` to a user pipe fails with EPERM, and no byte
+/// reaches the pipe.
+fn user_pipe_splice_is_eperm(srv: &HeldServer, pos: u64, what: &str) {
+    let (pr, pw) = nix::unistd::pipe().expect("pipe(2)");
+    must(check::errno(
+        what,
+        ublk_suite::sys::splice(
+            srv.char_fd.as_fd(),
+            &mut Some(pos as i64),
+            pw.as_fd(),
+            &mut None,
+            REQ,
+            0,
+        ),
+        nix::errno::Errno::EPERM,
+    ));
+    assert_eq!(
+        ublk_suite::sys::pipe_bytes(pr.as_fd()).expect("FIONREAD on the pipe"),
+        0,
+        "{what}: bytes reached the user pipe"
+    );
+}
+
 fn held_io(srv: &HeldServer, write: Option<Vec<u8>>) -> (HeldIo, ublk::target::Request) {
     srv.set_hold(true);
     let path = srv.block_path();
@@ -192,24 +215,7 @@ fn splice_read_errnos_read_request() {
     let n = REQ as u32;
 
     // splice(2) to a user pipe: EPERM (the pages must never reach a user pipe)
-    let (pr, pw) = nix::unistd::pipe().unwrap();
-    must(check::errno(
-        "splice(2) from /dev/ublkcN to a user pipe",
-        ublk_suite::sys::splice(
-            srv.char_fd.as_fd(),
-            &mut Some(pos as i64),
-            pw.as_fd(),
-            &mut None,
-            REQ,
-            0,
-        ),
-        nix::errno::Errno::EPERM,
-    ));
-    assert_eq!(
-        ublk_suite::sys::pipe_bytes(pr.as_fd()).unwrap(),
-        0,
-        "bytes reached the user pipe"
-    );
+    user_pipe_splice_is_eperm(&srv, pos, "splice(2) from /dev/ublkcN to a user pipe");
     let cases: [(&str, u64, u32, u32, i32); 6] = [
         (
             "q_id out of range (1 queue)",
@@ -396,19 +402,11 @@ fn splice_read_errnos_copy_device() {
         splice_res(&mut ring, &srv, pos, &out, REQ_OFF as i64, REQ as u32, R2R),
         -libc::EINVAL,
     ));
-    let (_pr, pw) = nix::unistd::pipe().unwrap();
-    must(check::errno(
+    user_pipe_splice_is_eperm(
+        &srv,
+        pos,
         "splice(2) from /dev/ublkcN (copy device) to a user pipe",
-        ublk_suite::sys::splice(
-            srv.char_fd.as_fd(),
-            &mut Some(pos as i64),
-            pw.as_fd(),
-            &mut None,
-            REQ,
-            0,
-        ),
-        nix::errno::Errno::EPERM,
-    ));
+    );
     srv.release(Release::Serve);
     let (got, _) = h.join().unwrap().expect("the held READ");
     assert_eq!(got, REQ);
