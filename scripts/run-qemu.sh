@@ -1,46 +1,131 @@
 #!/usr/bin/env bash
 # Boots a test kernel in QEMU and runs a command in it: by default the in-guest suite.
-# Usage: scripts/run-qemu.sh [--kernel patched|base|debug|PATH] [--timeout SECONDS]
-#                            [VMRUN-OPTIONS] [-- CMD ARGS...]
-#   --kernel FLAVOR  build the flavor if needed (scripts/build-kernel.sh) and boot it
-#   --kernel PATH    boot this bzImage as it is                      (default: patched)
-#   VMRUN-OPTIONS    passed to `vmrun run`: --timeout, --mem, --cpus, --disk-size, --results,
-#                    --accel, --append, --env (see `target/release/vmrun --help`)
-#   CMD              default: target/release/ublk-suite
-# The exit status is vmrun's: CMD's status on a clean kernel log, 125 for a kernel splat,
-# 124 for a timeout, 123 when the VM itself failed.
+# Works as the first command on a fresh Debian 12 with a Rust toolchain: it installs the
+# Debian packages (scripts/deps.sh), builds the kernel flavor, the harness and, for the
+# default command, the suite, and says what it is doing.
+#
+# Usage: scripts/run-qemu.sh [--kernel FLAVOR|BZIMAGE|BUILD-DIR] [OPTIONS] [-- CMD ARGS...]
+#   --kernel FLAVOR     base, patched or debug: built if needed (scripts/build-kernel.sh)
+#   --kernel BZIMAGE    boot this image as it is                         (default: patched)
+#   --kernel BUILD-DIR  a kernel build directory (O=): its arch/x86/boot/bzImage
+#   --cpus N            guest CPUs (default 2)
+#   --mem MIB           guest memory in MiB (default 2048)
+#   --append ARGS       extra kernel command-line arguments, last so that they win
+#                       (repeatable: --append 'a=1 b' --append c)
+#   --timeout SECS      kill the VM after SECS seconds (default 300; the suite: 1800,
+#                       2400 on the debug kernel; --shell: none)
+#   --shell             an interactive root shell on the console instead of CMD (same
+#                       mounts, same run directory); `poweroff` or `exit` ends the VM
+#   --dry-run           print the QEMU command line and the guest command, boot nothing
+#                       (and build no kernel and no suite: the kernel must exist)
+#   --disk-size SIZE, --results DIR, --accel auto|kvm|tcg, --env NAME=VALUE
+#                       see `target/release/vmrun run --help`
+#   CMD                 default: the in-guest suite, target/release/ublk-suite, which
+#                       scripts/build-suite.sh builds first
+# Exit status: vmrun's: CMD's status on a clean kernel log, 125 for a kernel splat, 124
+# for a timeout, 123 when the VM itself failed, 2 for bad usage.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-usage() { sed -n '2,11s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,28s/^# \{0,1\}//p' "$0"; }
+usage_error() { printf 'ERROR: %s (see scripts/run-qemu.sh --help)\n' "$*" >&2; exit 2; }
 
 kernel=patched
 opts=()
 cmd=()
+dry_run=
+shell=
+results=
+timeout=
 while [ $# -gt 0 ]; do
 	case "$1" in
 	-h | --help) usage; exit 0 ;;
-	--kernel) [ $# -ge 2 ] || die "--kernel needs a value"; kernel=$2; shift 2 ;;
+	--kernel) [ $# -ge 2 ] || usage_error "--kernel needs a value"; kernel=$2; shift 2 ;;
 	--kernel=*) kernel=${1#*=}; shift ;;
+	--dry-run) dry_run=1; opts+=("$1"); shift ;;
+	--shell) shell=1; opts+=("$1"); shift ;;
+	--results) [ $# -ge 2 ] || usage_error "--results needs a value"; results=$2; opts+=("$1" "$2"); shift 2 ;;
+	--results=*) results=${1#*=}; opts+=("$1"); shift ;;
+	--timeout) [ $# -ge 2 ] || usage_error "--timeout needs a value"; timeout=$2; opts+=("$1" "$2"); shift 2 ;;
+	--timeout=*) timeout=${1#*=}; opts+=("$1"); shift ;;
 	--) shift; cmd=("$@"); break ;;
-	--*=*) opts+=("$1"); shift ;;
-	--*) [ $# -ge 2 ] || die "$1 needs a value"; opts+=("$1" "$2"); shift 2 ;;
-	*) die "unexpected argument '$1' (put the command after --; see --help)" ;;
+	--cpus=* | --mem=* | --append=* | --disk-size=* | --accel=* | --env=*) opts+=("$1"); shift ;;
+	--cpus | --mem | --append | --disk-size | --accel | --env)
+		[ $# -ge 2 ] || usage_error "$1 needs a value"; opts+=("$1" "$2"); shift 2 ;;
+	-*) usage_error "unknown option '$1'" ;;
+	*) usage_error "unexpected argument '$1' (put the command after --)" ;;
 	esac
 done
+[ -z "$shell" ] || [ ${#cmd[@]} -eq 0 ] || usage_error "--shell and a command exclude each other"
 
+t0=$(date +%s)
+progress() { say "run-qemu [$(($(date +%s) - t0))s]: $*"; }
+
+# 1. Debian packages (quick when they are all there).
+if [ -z "$dry_run" ]; then
+	progress "checking the Debian packages (scripts/deps.sh)"
+	"$ZC_TOP/scripts/deps.sh"
+fi
+
+# 2. The kernel.
 case "$kernel" in
-base | patched | debug) image=$("$ZC_TOP/scripts/build-kernel.sh" "$kernel") ;;
+base | patched | debug)
+	if [ -n "$dry_run" ]; then
+		image=$(kernel_image "$kernel")
+		[ -f "$image" ] || die "--dry-run builds nothing, and the $kernel kernel is not built yet ($image; scripts/build-kernel.sh $kernel builds it)"
+	else
+		progress "kernel $kernel (scripts/build-kernel.sh $kernel; the first build takes a while)"
+		image=$("$ZC_TOP/scripts/build-kernel.sh" "$kernel")
+	fi
+	;;
 *)
-	[ -f "$kernel" ] || die "--kernel $kernel: neither a flavor (base, patched, debug) nor a file"
+	if [ -d "$kernel" ]; then
+		[ -f "$kernel/arch/x86/boot/bzImage" ] ||
+			usage_error "--kernel $kernel: a directory without arch/x86/boot/bzImage (not a built kernel build directory)"
+	elif [ ! -f "$kernel" ]; then
+		usage_error "--kernel $kernel: neither a flavor (base, patched, debug), a bzImage nor a kernel build directory"
+	fi
 	image=$kernel
 	;;
 esac
 
+# 3. The harness, and the suite when it is what runs.
+progress "building the harness (cargo build --release)"
 vmrun=$(harness_bin vmrun)
-if [ ${#cmd[@]} -eq 0 ]; then
+suite_mode=
+if [ ${#cmd[@]} -eq 0 ] && [ -z "$shell" ]; then
+	suite_mode=1
 	suite=$ZC_TOP/target/release/ublk-suite
-	[ -x "$suite" ] || die "no command given and the default in-guest suite $suite does not exist (the harness/ublk crate provides it; give a command after --)"
+	if [ -z "$dry_run" ]; then
+		progress "building the in-guest suite (scripts/build-suite.sh)"
+		"$ZC_TOP/scripts/build-suite.sh"
+	fi
 	cmd=("$suite")
+	if [ -z "$timeout" ]; then
+		# As scripts/test.sh gives it: the whole suite takes minutes under TCG.
+		case "$kernel" in debug) timeout=2400 ;; *) timeout=1800 ;; esac
+		opts+=(--timeout "$timeout")
+	fi
 fi
-exec "$vmrun" run --kernel "$image" "${opts[@]}" -- "${cmd[@]}"
+
+# 4. The run.
+if [ -z "$suite_mode" ] || [ -n "$dry_run" ]; then
+	[ -n "$dry_run" ] || progress "booting $image"
+	exec "$vmrun" run --kernel "$image" "${opts[@]}" -- "${cmd[@]}"
+fi
+# The suite: keep the run directory, to end with the suite's own verdict.
+if [ -z "$results" ]; then
+	results=$ZC_CACHE/runs/$(date +%Y%m%d-%H%M%S)-$$
+	opts+=(--results "$results")
+fi
+progress "booting $image and running the in-guest suite"
+rc=0
+"$vmrun" run --kernel "$image" "${opts[@]}" -- "${cmd[@]}" || rc=$?
+verdict=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$results/console.log" 2>/dev/null | tail -n 1 || true)
+progress "done: exit status $rc; run directory $results (console.log, results/: TAP and JUnit)"
+if [ -n "$verdict" ]; then
+	printf 'suite: %s\n' "$verdict"
+else
+	printf 'suite: no verdict (the suite did not finish; exit status %s)\n' "$rc"
+fi
+exit "$rc"

@@ -18,10 +18,13 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 /// What the user asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum AccelChoice {
+    /// KVM if a probe guest runs well with it, else TCG
     Auto,
+    /// KVM, or fail
     Kvm,
+    /// TCG (emulation)
     Tcg,
 }
 

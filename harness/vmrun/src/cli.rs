@@ -1,39 +1,24 @@
-//! Command-line parsing, by hand.
+//! Command-line parsing, with clap (derive).
+//!
+//! `vmrun run` takes its options first and the guest command last: the command starts at
+//! `--` or at the first word that is not an option, and everything after it belongs to the
+//! command (`vmrun run --kernel K ls -l --timeout 1` runs `ls -l --timeout 1`).
 
 use crate::accel::AccelChoice;
-use anyhow::{bail, Context, Result};
-use std::ffi::{OsStr, OsString};
+use clap::{Args, Parser, Subcommand};
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub const USAGE: &str = "\
-Usage:
-  vmrun run --kernel BZIMAGE [OPTIONS] [--] CMD [ARGS...]
-  vmrun check-config BUILD/.config FRAGMENT...
-  vmrun --help
-
-vmrun run boots BZIMAGE in QEMU with the host's root as the guest's read-only root (9p),
-runs CMD as root in the guest (in the host's current directory), streams the serial
-console to stdout and judges it for kernel problems.
-
-Options of run:
-  --kernel PATH        the kernel image (bzImage); required
-  --timeout SECS       kill the VM after SECS seconds (default 300)
-  --mem MIB            guest memory in MiB (default 2048)
-  --cpus N             guest CPUs (default 2)
-  --disk-size SIZE     scratch disk /dev/vda, a sparse raw file deleted after the run:
-                       bytes, or with a K/M/G/T suffix; 0 for none (default 2G)
-  --results DIR        the run directory: console.log, status, and results/ (the guest's
-                       $VMRUN_RESULTS); default: a new directory under
-                       ${UBLK_ZC_CACHE:-~/.cache/ublk-splice-zc}/runs/
-  --accel auto|kvm|tcg accelerator (default auto: KVM if a probe guest runs well, else TCG)
-  --append ARGS        extra kernel command-line arguments (repeatable)
-  --env NAME=VALUE     extra environment variable for CMD (repeatable)
-  -h, --help           this help
-
+const RUN_AFTER_HELP: &str = "\
 In the guest: HOME=/tmp, PATH from the host, VMRUN_RESULTS=/run/vmrun/results,
 VMRUN_SCRATCH_DISK=/dev/vda (when there is a disk). Writable: /tmp, /run, $VMRUN_RESULTS
-and the scratch disk; tracefs and debugfs are mounted.
+and the scratch disk; tracefs and debugfs are mounted. Every run directory keeps
+qemu.cmdline (the exact QEMU command), console.log, status and results/.
+
+--shell: the console is the shell's controlling terminal (job control, ctrl-c). `poweroff`
+(or `reboot`, `halt`, `kill -USR2 1`) or leaving the shell powers the VM off; the exit
+status is then 0, or the shell's own. Ctrl-a x kills QEMU at once.
 
 Exit status of run:
   CMD's exit status (128+N for signal N) when the kernel log is clean;
@@ -41,33 +26,133 @@ Exit status of run:
        lockdep splat, hung task, lockup or RCU stall (whatever CMD's status);
   124  timeout (and the log is otherwise clean);
   123  the VM failed: QEMU did not start, init failed, or no exit status came back;
-  2    bad usage.
-";
+  2    bad usage.";
+
+/// Boots test kernels in QEMU (the host's root is the guest's read-only root, over 9p),
+/// runs a command in the guest and judges the kernel log.
+#[derive(Debug, Clone, PartialEq, Eq, Parser)]
+#[command(
+    name = "vmrun",
+    subcommand_required = true,
+    arg_required_else_help = true,
+    after_help = "See `vmrun run --help` for the guest, --shell and the exit status."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: CliCommand,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum CliCommand {
+    /// Boot a kernel and run CMD in it, or a shell.
+    ///
+    /// Boots the kernel in QEMU, runs CMD as root in the guest (in the host's current
+    /// directory), streams the serial console and judges it for kernel problems.
+    #[command(
+        after_help = RUN_AFTER_HELP,
+        override_usage = "vmrun run [OPTIONS] --kernel <PATH> [--] <CMD>...\n       \
+                          vmrun run [OPTIONS] --kernel <PATH> --shell"
+    )]
+    Run(RunOptions),
+    /// Check a kernel .config against config fragments.
+    ///
+    /// Fails, naming each option, when the .config lacks an option a fragment asks for
+    /// (Kconfig silently drops options whose dependencies are not met).
+    CheckConfig(CheckConfigArgs),
+}
 
 /// Options of `vmrun run`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
 pub struct RunOptions {
+    /// The kernel: a bzImage, or a kernel build directory (the O= directory, holding
+    /// arch/x86/boot/bzImage).
+    #[arg(long, value_name = "PATH")]
     pub kernel: PathBuf,
-    pub timeout: Duration,
+
+    /// Kill the VM after SECS seconds [default: 300; with --shell: no limit].
+    #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
+    pub timeout: Option<Duration>,
+
+    /// Guest memory in MiB (at least 128).
+    #[arg(long = "mem", value_name = "MIB", default_value_t = 2048, value_parser = parse_mem)]
     pub mem_mib: u64,
+
+    /// Guest CPUs.
+    #[arg(long, value_name = "N", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
     pub cpus: u32,
+
+    /// Scratch disk /dev/vda, a sparse raw file deleted after the run: bytes, or with a
+    /// K/M/G/T suffix; 0 for none.
+    #[arg(long, value_name = "SIZE", default_value = "2G", value_parser = parse_size_arg)]
     pub disk_size: u64,
+
+    /// The run directory: qemu.cmdline, console.log, status, and results/ (the guest's
+    /// $VMRUN_RESULTS). Default: a new directory under
+    /// ${UBLK_ZC_CACHE:-~/.cache/ublk-splice-zc}/runs/.
+    #[arg(long, value_name = "DIR")]
     pub results: Option<PathBuf>,
+
+    /// Accelerator: auto uses KVM only if a probe guest really runs well with it.
+    #[arg(long, value_name = "ACCEL", value_enum, default_value_t = AccelChoice::Auto)]
     pub accel: AccelChoice,
+
+    /// Extra kernel command-line arguments, after ours so that they win (repeatable).
+    #[arg(long, value_name = "ARGS")]
     pub append: Vec<String>,
+
+    /// Extra environment variable for CMD (repeatable).
+    #[arg(long, value_name = "NAME=VALUE", value_parser = parse_env)]
     pub env: Vec<(OsString, OsString)>,
+
+    /// Print the QEMU command line and the guest command, and boot nothing (with
+    /// --accel auto the short KVM probe still runs, so that the line is the real one).
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Boot to an interactive root shell on the console instead of running CMD: same
+    /// mounts, same run directory.
+    #[arg(long)]
+    pub shell: bool,
+
+    /// The command to run in the guest, and its arguments.
+    #[arg(
+        value_name = "CMD",
+        trailing_var_arg = true,
+        required_unless_present = "shell",
+        conflicts_with = "shell"
+    )]
     pub command: Vec<OsString>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Cli {
-    Run(RunOptions),
-    CheckConfig(Vec<String>),
-    Help,
+/// The timeout of a run without --timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+
+impl RunOptions {
+    /// The timeout: --timeout, else [`DEFAULT_TIMEOUT`], else none for a shell.
+    pub fn timeout(&self) -> Option<Duration> {
+        match self.timeout {
+            Some(t) => Some(t),
+            None if self.shell => None,
+            None => Some(DEFAULT_TIMEOUT),
+        }
+    }
+}
+
+/// Arguments of `vmrun check-config`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct CheckConfigArgs {
+    /// The kernel's .config (in its build directory).
+    #[arg(value_name = "BUILD/.config")]
+    pub config: PathBuf,
+    /// The config fragments that were merged into it.
+    #[arg(value_name = "FRAGMENT")]
+    pub fragments: Vec<PathBuf>,
 }
 
 /// Parses a size: bytes, or a number with a binary K/M/G/T suffix (`2G`, `512MiB`, `1g`).
-pub fn parse_size(s: &str) -> Result<u64> {
+pub fn parse_size(s: &str) -> anyhow::Result<u64> {
+    use anyhow::Context;
     let t = s.trim();
     let t = t
         .strip_suffix("iB")
@@ -87,168 +172,77 @@ pub fn parse_size(s: &str) -> Result<u64> {
         .with_context(|| format!("size {s:?} is too large"))
 }
 
-fn number<T: std::str::FromStr>(opt: &str, v: &str) -> Result<T> {
-    v.parse()
-        .map_err(|_| anyhow::anyhow!("{opt}: expected a number, got {v:?}"))
+fn parse_size_arg(s: &str) -> Result<u64, String> {
+    parse_size(s).map_err(|e| format!("{e:#}"))
 }
 
-fn utf8<'a>(opt: &str, v: &'a OsStr) -> Result<&'a str> {
-    v.to_str()
-        .with_context(|| format!("{opt}: the value is not UTF-8"))
-}
-
-fn parse_run(args: &[OsString]) -> Result<Cli> {
-    let mut kernel = None;
-    let mut o = RunOptions {
-        kernel: PathBuf::new(),
-        timeout: Duration::from_secs(300),
-        mem_mib: 2048,
-        cpus: 2,
-        disk_size: 2 << 30,
-        results: None,
-        accel: AccelChoice::Auto,
-        append: Vec::new(),
-        env: Vec::new(),
-        command: Vec::new(),
-    };
-    let mut i = 0;
-    while i < args.len() {
-        let arg = &args[i];
-        i += 1;
-        let Some(s) = arg.to_str().filter(|s| s.starts_with('-')) else {
-            // The command starts at the first word that is not an option.
-            o.command = args[i - 1..].to_vec();
-            break;
-        };
-        if s == "--" {
-            o.command = args[i..].to_vec();
-            break;
-        }
-        if s == "-h" || s == "--help" {
-            return Ok(Cli::Help);
-        }
-        let (name, inline) = match s.split_once('=') {
-            Some((n, v)) if n.starts_with("--") => (n, Some(OsString::from(v))),
-            _ => (s, None),
-        };
-        const TAKES_VALUE: &[&str] = &[
-            "--kernel",
-            "--timeout",
-            "--mem",
-            "--cpus",
-            "--disk-size",
-            "--results",
-            "--accel",
-            "--append",
-            "--env",
-        ];
-        if !TAKES_VALUE.contains(&name) {
-            bail!("unknown option {s:?} of `vmrun run` (see vmrun --help)");
-        }
-        let value = match inline {
-            Some(v) => v,
-            None => {
-                let v = args
-                    .get(i)
-                    .with_context(|| format!("{name} needs a value"))?
-                    .clone();
-                i += 1;
-                v
-            }
-        };
-        match name {
-            "--kernel" => kernel = Some(PathBuf::from(value)),
-            "--results" => o.results = Some(PathBuf::from(value)),
-            "--timeout" => {
-                let secs: u64 = number(name, utf8(name, &value)?)?;
-                if secs == 0 {
-                    bail!("--timeout must be at least 1 second");
-                }
-                o.timeout = Duration::from_secs(secs);
-            }
-            "--mem" => {
-                o.mem_mib = number(name, utf8(name, &value)?)?;
-                if o.mem_mib < 128 {
-                    bail!("--mem {}: the guest needs at least 128 MiB", o.mem_mib);
-                }
-            }
-            "--cpus" => {
-                o.cpus = number(name, utf8(name, &value)?)?;
-                if !(1..=64).contains(&o.cpus) {
-                    bail!("--cpus {}: expected 1 to 64", o.cpus);
-                }
-            }
-            "--disk-size" => o.disk_size = parse_size(utf8(name, &value)?)?,
-            "--accel" => o.accel = utf8(name, &value)?.parse()?,
-            "--append" => o.append.push(utf8(name, &value)?.to_string()),
-            "--env" => {
-                let v = utf8(name, &value)?;
-                let Some((k, val)) = v.split_once('=').filter(|(k, _)| !k.is_empty()) else {
-                    bail!("--env {v:?}: expected NAME=VALUE");
-                };
-                o.env.push((k.into(), val.into()));
-            }
-            _ => unreachable!("every option of TAKES_VALUE is handled"),
-        }
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let secs: u64 = s
+        .parse()
+        .map_err(|_| format!("expected a number of seconds, got {s:?}"))?;
+    if secs == 0 {
+        return Err("the timeout must be at least 1 second".into());
     }
-    o.kernel = kernel.context("--kernel PATH is required")?;
-    if o.command.is_empty() {
-        bail!("no command to run in the guest (vmrun run --kernel PATH -- CMD ARGS...)");
-    }
-    Ok(Cli::Run(o))
+    Ok(Duration::from_secs(secs))
 }
 
-/// Parses the arguments after the program name.
-pub fn parse(args: &[OsString]) -> Result<Cli> {
-    let Some(sub) = args.first() else {
-        bail!("no subcommand (see vmrun --help)")
-    };
-    match sub.to_str() {
-        Some("run") => parse_run(&args[1..]),
-        Some("check-config") => {
-            let rest = args[1..]
-                .iter()
-                .map(|a| {
-                    a.to_str()
-                        .map(str::to_string)
-                        .context("check-config: a path is not UTF-8")
-                })
-                .collect::<Result<Vec<_>>>()?;
-            if rest.is_empty() {
-                bail!("usage: vmrun check-config BUILD/.config FRAGMENT...");
-            }
-            Ok(Cli::CheckConfig(rest))
-        }
-        Some("-h" | "--help" | "help") => Ok(Cli::Help),
-        _ => bail!("unknown subcommand {sub:?} (expected run or check-config; see vmrun --help)"),
+fn parse_mem(s: &str) -> Result<u64, String> {
+    let mib: u64 = s
+        .parse()
+        .map_err(|_| format!("expected a number of MiB, got {s:?}"))?;
+    if mib < 128 {
+        return Err(format!("the guest needs at least 128 MiB, not {mib}"));
+    }
+    Ok(mib)
+}
+
+fn parse_env(s: &str) -> Result<(OsString, OsString), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.into(), v.into())),
+        _ => Err(format!("expected NAME=VALUE, got {s:?}")),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::error::ErrorKind;
 
-    fn args(s: &[&str]) -> Vec<OsString> {
+    fn parse(s: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("vmrun").chain(s.iter().copied()))
+    }
+
+    fn run(s: &[&str]) -> RunOptions {
+        match parse(s) {
+            Ok(Cli {
+                command: CliCommand::Run(o),
+            }) => o,
+            other => panic!("not a run: {other:?}"),
+        }
+    }
+
+    fn os(s: &[&str]) -> Vec<OsString> {
         s.iter().map(OsString::from).collect()
     }
 
-    fn run(s: &[&str]) -> Result<RunOptions> {
-        match parse(&args(s))? {
-            Cli::Run(o) => Ok(o),
-            other => panic!("not run: {other:?}"),
-        }
+    /// The error, rendered as the user sees it (without colors).
+    fn err(s: &[&str]) -> (ErrorKind, String) {
+        let e = parse(s).expect_err("parsing should fail");
+        (e.kind(), e.render().to_string())
     }
 
     #[test]
     fn defaults() {
-        let o = run(&["run", "--kernel", "/k", "--", "true"]).unwrap();
+        let o = run(&["run", "--kernel", "/k", "--", "true"]);
         assert_eq!(o.kernel, PathBuf::from("/k"));
-        assert_eq!(o.timeout, Duration::from_secs(300));
+        assert_eq!(o.timeout(), Some(Duration::from_secs(300)));
         assert_eq!((o.mem_mib, o.cpus), (2048, 2));
         assert_eq!(o.disk_size, 2 << 30);
         assert_eq!(o.results, None);
         assert_eq!(o.accel, AccelChoice::Auto);
-        assert_eq!(o.command, args(&["true"]));
+        assert!(o.append.is_empty() && o.env.is_empty());
+        assert!(!o.dry_run && !o.shell);
+        assert_eq!(o.command, os(&["true"]));
     }
 
     #[test]
@@ -272,75 +266,253 @@ mod tests {
             "--append=b",
             "--env",
             "X=y=z",
+            "--env=EMPTY=",
+            "--dry-run",
             "--",
             "sh",
             "-c",
             "exit 7",
-        ])
-        .unwrap();
-        assert_eq!(o.timeout, Duration::from_secs(20));
+        ]);
+        assert_eq!(o.timeout(), Some(Duration::from_secs(20)));
         assert_eq!((o.mem_mib, o.cpus, o.disk_size), (512, 1, 512 << 20));
         assert_eq!(o.results, Some(PathBuf::from("/r")));
         assert_eq!(o.accel, AccelChoice::Tcg);
         assert_eq!(o.append, ["a=1", "b"]);
-        assert_eq!(o.env, [(OsString::from("X"), OsString::from("y=z"))]);
-        assert_eq!(o.command, args(&["sh", "-c", "exit 7"]));
+        assert_eq!(
+            o.env,
+            [
+                (OsString::from("X"), OsString::from("y=z")),
+                (OsString::from("EMPTY"), OsString::from(""))
+            ]
+        );
+        assert!(o.dry_run);
+        assert_eq!(o.command, os(&["sh", "-c", "exit 7"]));
     }
 
     #[test]
     fn command_without_double_dash() {
-        // Options after the command belong to the command.
-        let o = run(&["run", "--kernel", "/k", "ls", "-l", "--timeout", "1"]).unwrap();
-        assert_eq!(o.command, args(&["ls", "-l", "--timeout", "1"]));
-        assert_eq!(o.timeout, Duration::from_secs(300));
+        // Options after the command belong to the command, -h and -- included.
+        let o = run(&[
+            "run",
+            "--kernel",
+            "/k",
+            "ls",
+            "-l",
+            "--timeout",
+            "1",
+            "-h",
+            "--",
+        ]);
+        assert_eq!(o.command, os(&["ls", "-l", "--timeout", "1", "-h", "--"]));
+        assert_eq!(o.timeout, None);
+        // After --, a command may itself start with a dash.
+        let o = run(&["run", "--kernel", "/k", "--", "-x", "--dry-run"]);
+        assert_eq!(o.command, os(&["-x", "--dry-run"]));
+        assert!(!o.dry_run);
+    }
+
+    #[test]
+    fn shell_and_dry_run() {
+        let o = run(&["run", "--kernel", "/k", "--shell"]);
+        assert!(o.shell && !o.dry_run);
+        assert!(o.command.is_empty());
+        assert_eq!(o.timeout(), None, "a shell has no time limit by default");
+        let o = run(&["run", "--kernel", "/k", "--shell", "--timeout", "60"]);
+        assert_eq!(o.timeout(), Some(Duration::from_secs(60)));
+        let o = run(&["run", "--shell", "--dry-run", "--kernel", "/build/out"]);
+        assert!(o.shell && o.dry_run);
+        assert_eq!(o.kernel, PathBuf::from("/build/out"));
+        // A shell and a command exclude each other.
+        let (kind, msg) = err(&["run", "--kernel", "/k", "--shell", "--", "true"]);
+        assert_eq!(kind, ErrorKind::ArgumentConflict);
+        assert!(
+            msg.contains("'--shell' cannot be used with '[CMD]...'"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn errors() {
-        let err = |s: &[&str]| format!("{:#}", parse(&args(s)).unwrap_err());
-        assert!(err(&["run", "--", "true"]).contains("--kernel"));
-        assert!(err(&["run", "--kernel", "/k"]).contains("no command"));
-        assert!(err(&["run", "--kernel", "/k", "--",]).contains("no command"));
-        assert!(err(&["run", "--kernel"]).contains("needs a value"));
-        assert!(
-            err(&["run", "--kernel", "/k", "--bogus", "1", "--", "true"])
-                .contains("unknown option")
+        let cases: &[(&[&str], ErrorKind, &str)] = &[
+            (
+                &["run", "--", "true"],
+                ErrorKind::MissingRequiredArgument,
+                "--kernel <PATH>",
+            ),
+            (
+                &["run", "--kernel", "/k"],
+                ErrorKind::MissingRequiredArgument,
+                "<CMD>",
+            ),
+            (
+                &["run", "--kernel", "/k", "--"],
+                ErrorKind::MissingRequiredArgument,
+                "<CMD>",
+            ),
+            (
+                &["run", "--kernel"],
+                ErrorKind::InvalidValue,
+                "a value is required for '--kernel <PATH>'",
+            ),
+            (
+                &["run", "--kernel", "/k", "--bogus", "1", "--", "true"],
+                ErrorKind::UnknownArgument,
+                "unexpected argument '--bogus'",
+            ),
+            (
+                &["run", "--kernel", "/k", "--dryrun", "--", "true"],
+                ErrorKind::UnknownArgument,
+                "a similar argument exists: '--dry-run'",
+            ),
+            (
+                &["run", "--kernel", "/k", "--timeout", "x", "--", "true"],
+                ErrorKind::ValueValidation,
+                "invalid value 'x' for '--timeout <SECS>': expected a number of seconds",
+            ),
+            (
+                &["run", "--kernel", "/k", "--timeout", "0", "--", "true"],
+                ErrorKind::ValueValidation,
+                "at least 1 second",
+            ),
+            (
+                &["run", "--kernel", "/k", "--mem", "64", "--", "true"],
+                ErrorKind::ValueValidation,
+                "at least 128 MiB",
+            ),
+            (
+                &["run", "--kernel", "/k", "--mem", "2G", "--", "true"],
+                ErrorKind::ValueValidation,
+                "expected a number of MiB",
+            ),
+            (
+                &["run", "--kernel", "/k", "--cpus", "0", "--", "true"],
+                ErrorKind::ValueValidation,
+                "0 is not in 1..=64",
+            ),
+            (
+                &["run", "--kernel", "/k", "--cpus", "65", "--", "true"],
+                ErrorKind::ValueValidation,
+                "65 is not in 1..=64",
+            ),
+            (
+                &["run", "--kernel", "/k", "--accel", "xen", "--", "true"],
+                ErrorKind::InvalidValue,
+                "[possible values: auto, kvm, tcg]",
+            ),
+            (
+                &["run", "--kernel", "/k", "--env", "NOEQ", "--", "true"],
+                ErrorKind::ValueValidation,
+                "expected NAME=VALUE",
+            ),
+            (
+                &["run", "--kernel", "/k", "--env", "=v", "--", "true"],
+                ErrorKind::ValueValidation,
+                "expected NAME=VALUE",
+            ),
+            (
+                &["run", "--kernel", "/k", "--disk-size", "2X", "--", "true"],
+                ErrorKind::ValueValidation,
+                "bad size \"2X\"",
+            ),
+            (
+                &[
+                    "run",
+                    "--kernel",
+                    "/k",
+                    "--disk-size",
+                    "99999999999T",
+                    "--",
+                    "true",
+                ],
+                ErrorKind::ValueValidation,
+                "too large",
+            ),
+            (
+                &["frobnicate"],
+                ErrorKind::InvalidSubcommand,
+                "unrecognized subcommand 'frobnicate'",
+            ),
+            (
+                &["check-config"],
+                ErrorKind::MissingRequiredArgument,
+                "<BUILD/.config>",
+            ),
+        ];
+        for (args, kind, text) in cases {
+            let (k, msg) = err(args);
+            assert_eq!(k, *kind, "{args:?}: {msg}");
+            assert!(msg.contains(text), "{args:?}: {text:?} not in:\n{msg}");
+            // Every error ends with a pointer to the help, and exits 2.
+            assert!(msg.contains("--help"), "{args:?}: {msg}");
+            assert_eq!(parse(args).unwrap_err().exit_code(), 2, "{args:?}");
+        }
+        // No subcommand at all: the help, as an error (exit 2).
+        let e = parse(&[]).unwrap_err();
+        assert_eq!(
+            e.kind(),
+            ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
         );
-        assert!(
-            err(&["run", "--kernel", "/k", "--timeout", "x", "--", "true"])
-                .contains("expected a number")
-        );
-        assert!(
-            err(&["run", "--kernel", "/k", "--timeout", "0", "--", "true"]).contains("at least 1")
-        );
-        assert!(err(&["run", "--kernel", "/k", "--cpus", "0", "--", "true"]).contains("1 to 64"));
-        assert!(
-            err(&["run", "--kernel", "/k", "--accel", "xen", "--", "true"])
-                .contains("unknown accelerator")
-        );
-        assert!(
-            err(&["run", "--kernel", "/k", "--env", "NOEQ", "--", "true"]).contains("NAME=VALUE")
-        );
-        assert!(
-            err(&["run", "--kernel", "/k", "--disk-size", "2X", "--", "true"]).contains("bad size")
-        );
-        assert!(err(&["frobnicate"]).contains("unknown subcommand"));
-        assert!(err(&[]).contains("no subcommand"));
-        assert!(err(&["check-config"]).contains("usage"));
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.render().to_string().contains("check-config"));
     }
 
     #[test]
-    fn help_and_check_config() {
-        assert_eq!(parse(&args(&["--help"])).unwrap(), Cli::Help);
-        assert_eq!(parse(&args(&["run", "-h"])).unwrap(), Cli::Help);
+    fn help() {
+        for args in [
+            &["--help"][..],
+            &["help"],
+            &["run", "-h"],
+            &["run", "--kernel", "/k", "--help"],
+            &["help", "run"],
+        ] {
+            let e = parse(args).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::DisplayHelp, "{args:?}");
+            assert_eq!(e.exit_code(), 0, "{args:?}");
+        }
+        let run_help = parse(&["run", "--help"]).unwrap_err().render().to_string();
+        for want in [
+            "--kernel <PATH>",
+            "arch/x86/boot/bzImage",
+            "--timeout <SECS>",
+            "[default: 300; with --shell: no limit]",
+            "--mem <MIB>",
+            "[default: 2048]",
+            "--cpus <N>",
+            "--disk-size <SIZE>",
+            "[default: 2G]",
+            "--results <DIR>",
+            "--accel <ACCEL>",
+            "- tcg:",
+            "--append <ARGS>",
+            "--env <NAME=VALUE>",
+            "--dry-run",
+            "--shell",
+            "qemu.cmdline",
+            "poweroff",
+            "125  the kernel log shows",
+            "2    bad usage",
+        ] {
+            assert!(run_help.contains(want), "{want:?} not in:\n{run_help}");
+        }
+    }
+
+    #[test]
+    fn check_config() {
         assert_eq!(
-            parse(&args(&["run", "--kernel", "/k", "--help"])).unwrap(),
-            Cli::Help
+            parse(&["check-config", "a/.config", "f1", "f2"]).unwrap(),
+            Cli {
+                command: CliCommand::CheckConfig(CheckConfigArgs {
+                    config: "a/.config".into(),
+                    fragments: vec!["f1".into(), "f2".into()],
+                })
+            }
         );
-        assert_eq!(
-            parse(&args(&["check-config", "a/.config", "f1"])).unwrap(),
-            Cli::CheckConfig(vec!["a/.config".into(), "f1".into()])
-        );
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
     }
 
     #[test]

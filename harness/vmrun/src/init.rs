@@ -6,10 +6,15 @@
 //! syncs, writes the exit status to the run directory, prints `vmrun: exit-status N` on the
 //! console and powers off. An error of its own is printed as `vmrun: init-failed: WHY`, and
 //! it powers off all the same: with nobody else to tell, the console is its only voice.
+//!
+//! For an interactive shell (`vmrun run --shell`) the console is the shell's controlling
+//! terminal, `poweroff`, `reboot` and `halt` (links to vm-init, first in the shell's PATH)
+//! send PID 1 the busybox signals (SIGUSR2, SIGTERM, SIGUSR1), and any of them, like the
+//! end of the shell, powers the VM off the same clean way.
 
 use crate::job::{
-    tmp_entries, GuestStatus, Job, GUEST_SHARE, HOST_TMP, JOB_FILE, MARK_EXIT, MARK_INIT_FAILED,
-    MARK_START, NINEP_MSIZE, SHARE_TAG, STATUS_FILE,
+    tmp_entries, GuestStatus, Job, TermSize, GUEST_SHARE, GUEST_SHIM_DIR, HOST_TMP, JOB_FILE,
+    MARK_EXIT, MARK_INIT_FAILED, MARK_START, NINEP_MSIZE, SHARE_TAG, SHIM_NAMES, STATUS_FILE,
 };
 use crate::report::shell_words;
 use anyhow::{bail, Context, Result};
@@ -24,7 +29,14 @@ use std::ffi::{CString, OsStr, OsString};
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
+
+/// The signal that asked PID 1 to power off (0: none yet).
+static POWEROFF_SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+/// The signals that ask PID 1 to power off, as busybox's init has them.
+const POWEROFF_SIGNALS: [Signal; 3] = [Signal::SIGUSR2, Signal::SIGTERM, Signal::SIGUSR1];
 
 /// Prints a line on the console as it is.
 fn console(line: &str) {
@@ -198,6 +210,15 @@ struct Prepared {
     argv: Vec<CString>,
     envp: Vec<CString>,
     cwd: CString,
+    /// For a shell: the console's tty device, and the terminal size to give it.
+    tty: Option<(CString, TermSize)>,
+}
+
+/// The device behind /dev/console (`ttyS0` gives `/dev/ttyS0`): /dev/console itself never
+/// becomes a controlling terminal.
+pub fn console_device(active: &str) -> PathBuf {
+    let name = active.split_whitespace().last().unwrap_or("ttyS0");
+    Path::new("/dev").join(name)
 }
 
 fn cstring(s: &OsStr) -> Result<CString> {
@@ -232,11 +253,20 @@ fn prepare(job: &Job) -> Result<std::result::Result<Prepared, GuestStatus>> {
             cstring(&kv)
         })
         .collect::<Result<_>>()?;
+    let tty = match job.shell {
+        Some(size) => {
+            let active =
+                std::fs::read_to_string("/sys/class/tty/console/active").unwrap_or_default();
+            Some((cstring(console_device(&active).as_os_str())?, size))
+        }
+        None => None,
+    };
     Ok(Ok(Prepared {
         path: cstring(path.as_os_str())?,
         argv: job.args.iter().map(|a| cstring(a)).collect::<Result<_>>()?,
         envp,
         cwd: cstring(cwd.as_os_str())?,
+        tty,
     }))
 }
 
@@ -247,12 +277,42 @@ fn prepare(job: &Job) -> Result<std::result::Result<Prepared, GuestStatus>> {
 /// leader with a controlling serial tty exits, the kernel hangs the tty up
 /// (disassociate_ctty -> tty_vhangup_session), and the hangup throws away the output still
 /// waiting in the UART's buffer: a quick `uname -r` would print nothing.
+///
+/// A shell instead gets the console's tty as stdin, stdout, stderr and controlling
+/// terminal, in the foreground: job control and ctrl-c work.
 fn exec_child(p: &Prepared) -> ! {
     let _ = setsid();
-    if let Ok(null) = open("/dev/null", OFlag::O_RDONLY, Mode::empty()) {
-        let _ = dup2(null, 0);
-        if null > 2 {
-            let _ = nix::unistd::close(null);
+    let stdin = match &p.tty {
+        Some((tty, size)) => {
+            // SAFETY: open(2) on a NUL-terminated path prepared before the fork. Without
+            // O_NOCTTY the tty becomes the controlling terminal of our new session.
+            let fd = unsafe { libc::open(tty.as_ptr(), libc::O_RDWR) };
+            if fd >= 0 {
+                // SAFETY: ioctls on a descriptor we own, with arguments of their types.
+                unsafe {
+                    libc::ioctl(fd, libc::TIOCSCTTY, 0);
+                    if size.rows > 0 && size.cols > 0 {
+                        let ws = libc::winsize {
+                            ws_row: size.rows,
+                            ws_col: size.cols,
+                            ws_xpixel: 0,
+                            ws_ypixel: 0,
+                        };
+                        libc::ioctl(fd, libc::TIOCSWINSZ, &ws);
+                    }
+                }
+                for target in 1..3 {
+                    let _ = dup2(fd, target);
+                }
+            }
+            fd
+        }
+        None => open("/dev/null", OFlag::O_RDONLY, Mode::empty()).unwrap_or(-1),
+    };
+    if stdin >= 0 {
+        let _ = dup2(stdin, 0);
+        if stdin > 2 {
+            let _ = nix::unistd::close(stdin);
         }
     }
     let _ = nix::unistd::chdir(p.cwd.as_c_str());
@@ -281,6 +341,59 @@ fn wait_for(child: Pid) -> Result<GuestStatus> {
     }
 }
 
+/// Waits for the shell `child` to end, or for a signal asking PID 1 to power off; reaps
+/// every other process meanwhile.
+fn wait_for_shell(child: Pid) -> Result<GuestStatus> {
+    loop {
+        let sig = POWEROFF_SIGNAL.load(Ordering::SeqCst);
+        if sig != 0 {
+            let name = Signal::try_from(sig).map(Signal::as_str).unwrap_or("?");
+            say(&format!("power-off requested ({name})"));
+            return Ok(GuestStatus {
+                code: 0,
+                detail: format!("powered off from the shell ({name} to init)"),
+            });
+        }
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(ws) if ws.pid() == Some(child) => {
+                if let Some(st) = shell_status(&ws) {
+                    return Ok(st);
+                }
+            }
+            Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(20)),
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => bail!("waiting for the shell: {e}"),
+        }
+    }
+}
+
+extern "C" fn on_poweroff_signal(sig: libc::c_int) {
+    POWEROFF_SIGNAL.store(sig, Ordering::SeqCst);
+}
+
+/// For a shell: catches the power-off signals, and puts `poweroff`, `reboot` and `halt`
+/// (links to this program) in [`GUEST_SHIM_DIR`].
+fn setup_shell() -> Result<()> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet};
+    let action = SigAction::new(
+        SigHandler::Handler(on_poweroff_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for sig in POWEROFF_SIGNALS {
+        // SAFETY: the handler only stores into an atomic.
+        unsafe { sigaction(sig, &action) }.with_context(|| format!("catching {sig}"))?;
+    }
+    let me = std::env::current_exe().context("finding vm-init's own path")?;
+    mkdir(GUEST_SHIM_DIR)?;
+    for name in SHIM_NAMES {
+        let link = Path::new(GUEST_SHIM_DIR).join(name);
+        std::os::unix::fs::symlink(&me, &link)
+            .with_context(|| format!("linking {} to {}", link.display(), me.display()))?;
+    }
+    Ok(())
+}
+
 /// Reaps without blocking until no children are left (true) or `deadline` passes (false).
 fn reap_until(deadline: Instant) -> bool {
     loop {
@@ -297,13 +410,19 @@ fn reap_until(deadline: Instant) -> bool {
     }
 }
 
-/// Ends whatever the command left running: SIGTERM, a grace second, then SIGKILL.
-fn kill_leftovers() {
+/// Ends whatever the command left running: SIGTERM (and SIGHUP, which an interactive shell
+/// heeds, with `hangup`), a grace second, then SIGKILL.
+fn kill_leftovers(hangup: bool) {
     // Every process of the guest but the kernel's threads is ours (orphans come to init).
     if reap_until(Instant::now()) {
         return;
     }
-    say("terminating leftover processes");
+    if !hangup {
+        say("terminating leftover processes");
+    }
+    if hangup {
+        let _ = kill(Pid::from_raw(-1), Signal::SIGHUP);
+    }
     let _ = kill(Pid::from_raw(-1), Signal::SIGTERM);
     if reap_until(Instant::now() + Duration::from_secs(1)) {
         return;
@@ -379,6 +498,9 @@ fn run() -> Result<GuestStatus> {
         std::fs::read(&job_path).with_context(|| format!("reading {}", job_path.display()))?;
     let job = Job::decode(&data).with_context(|| format!("parsing {}", job_path.display()))?;
     expose_host_tmp(&job)?;
+    if job.shell.is_some() {
+        setup_shell()?;
+    }
     let prepared = match prepare(&job)? {
         Ok(p) => p,
         Err(status) => return Ok(status),
@@ -394,8 +516,11 @@ fn run() -> Result<GuestStatus> {
         ForkResult::Child => exec_child(&prepared),
         ForkResult::Parent { child } => child,
     };
-    let status = wait_for(child)?;
-    kill_leftovers();
+    let status = match job.shell {
+        Some(_) => wait_for_shell(child)?,
+        None => wait_for(child)?,
+    };
+    kill_leftovers(job.shell.is_some());
     drain_console();
     Ok(status)
 }
@@ -421,8 +546,7 @@ fn power_off() -> ! {
 /// The whole life of PID 1. Never returns: init must not exit.
 pub fn main() -> ! {
     if std::process::id() != 1 {
-        eprintln!("vm-init: this is the guest's init and must run as PID 1 inside the VM");
-        std::process::exit(2);
+        shim_main();
     }
     let outcome =
         std::panic::catch_unwind(run).unwrap_or_else(|_| Err(anyhow::anyhow!("init panicked")));
@@ -442,6 +566,32 @@ pub fn main() -> ! {
     power_off()
 }
 
+/// vm-init run as `poweroff`, `reboot` or `halt` (see [`GUEST_SHIM_DIR`]): asks PID 1 to
+/// power off, the way busybox's commands of these names do.
+fn shim_main() -> ! {
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    let name = Path::new(&argv0)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let sig = match name.as_str() {
+        "poweroff" => Signal::SIGUSR2,
+        "reboot" => Signal::SIGTERM,
+        "halt" => Signal::SIGUSR1,
+        _ => {
+            eprintln!("vm-init: this is the guest's init and must run as PID 1 inside the VM");
+            std::process::exit(2);
+        }
+    };
+    match kill(Pid::from_raw(1), sig) {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("{name}: cannot signal init: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -456,6 +606,13 @@ mod tests {
         assert_eq!(st.code, 137);
         assert_eq!(st.detail, "killed by signal 9 (SIGKILL)");
         assert!(shell_status(&WaitStatus::StillAlive).is_none());
+    }
+
+    #[test]
+    fn console_devices() {
+        assert_eq!(console_device("ttyS0\n"), PathBuf::from("/dev/ttyS0"));
+        assert_eq!(console_device("tty0 ttyS0\n"), PathBuf::from("/dev/ttyS0"));
+        assert_eq!(console_device(""), PathBuf::from("/dev/ttyS0"));
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub const JOB_FILE: &str = "job";
 pub const STATUS_FILE: &str = "status";
 /// The console log, in the run directory.
 pub const CONSOLE_LOG: &str = "console.log";
+/// The QEMU command line, shell-quoted, in the run directory.
+pub const QEMU_CMDLINE: &str = "qemu.cmdline";
 /// The scratch disk as the guest sees it.
 pub const GUEST_SCRATCH_DISK: &str = "/dev/vda";
 /// msize of both 9p mounts: the most the virtio transport takes on 6.1.
@@ -37,6 +39,12 @@ pub const MARK_START: &str = "vmrun: start";
 pub const MARK_EXIT: &str = "vmrun: exit-status ";
 /// Console line printed by init when it could not do its job: `vmrun: init-failed: WHY`.
 pub const MARK_INIT_FAILED: &str = "vmrun: init-failed: ";
+
+/// Where the guest's init puts `poweroff`, `reboot` and `halt` for an interactive shell
+/// (first in its PATH): links to vm-init, which asks PID 1 to power off.
+pub const GUEST_SHIM_DIR: &str = "/run/vmrun-bin";
+/// The commands of [`GUEST_SHIM_DIR`]. All of them power off: QEMU runs with -no-reboot.
+pub const SHIM_NAMES: &[&str] = &["poweroff", "reboot", "halt"];
 
 /// Host directories the guest covers with mounts of its own: a host path under one of
 /// them is not what the guest sees. (`/tmp` is covered too, but the host paths a job
@@ -89,11 +97,21 @@ pub struct Job {
     pub cwd: PathBuf,
     /// The complete environment of the command.
     pub env: Vec<(OsString, OsString)>,
+    /// An interactive shell: the command gets the console as its controlling terminal.
+    pub shell: Option<TermSize>,
+}
+
+/// The size of the user's terminal, for the guest's console (0 when unknown).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TermSize {
+    pub rows: u16,
+    pub cols: u16,
 }
 
 impl Job {
     /// Serializes the job: a magic line, then NUL-terminated records `arg VALUE`,
-    /// `cwd VALUE` and `env NAME=VALUE`. Values cannot hold NUL bytes (neither can argv).
+    /// `cwd VALUE`, `env NAME=VALUE` and, for a shell, `shell ROWS COLS`. Values cannot
+    /// hold NUL bytes (neither can argv).
     pub fn encode(&self) -> Result<Vec<u8>> {
         let mut out = JOB_MAGIC.to_vec();
         let mut rec = |key: &str, value: &[u8]| -> Result<()> {
@@ -122,6 +140,9 @@ impl Job {
             kv.extend_from_slice(v.as_bytes());
             rec("env", &kv)?;
         }
+        if let Some(t) = self.shell {
+            rec("shell", format!("{} {}", t.rows, t.cols).as_bytes())?;
+        }
         Ok(out)
     }
 
@@ -136,6 +157,7 @@ impl Job {
             args: Vec::new(),
             cwd: PathBuf::from("/"),
             env: Vec::new(),
+            shell: None,
         };
         for rec in body.split(|&b| b == 0) {
             let Some(sp) = rec.iter().position(|&b| b == b' ') else {
@@ -156,6 +178,16 @@ impl Job {
                         OsString::from_vec(value[..eq].to_vec()),
                         OsString::from_vec(value[eq + 1..].to_vec()),
                     ));
+                }
+                b"shell" => {
+                    let text = String::from_utf8_lossy(value);
+                    let size = text
+                        .split_once(' ')
+                        .and_then(|(r, c)| Some((r.parse().ok()?, c.parse().ok()?)));
+                    let Some((rows, cols)) = size else {
+                        bail!("bad shell record {text:?} (expected ROWS COLS)");
+                    };
+                    job.shell = Some(TermSize { rows, cols });
                 }
                 _ => bail!("unknown job record {:?}", String::from_utf8_lossy(key)),
             }
@@ -228,6 +260,7 @@ mod tests {
             ],
             cwd: "/tmp/clone".into(),
             env: vec![],
+            shell: None,
         };
         assert_eq!(
             tmp_entries(&job),
@@ -237,6 +270,7 @@ mod tests {
             args: vec!["true".into()],
             cwd: "/work/main".into(),
             env: vec![],
+            shell: None,
         };
         assert!(tmp_entries(&job).is_empty());
     }
@@ -255,9 +289,21 @@ mod tests {
                 ("PATH".into(), "/usr/bin:/bin".into()),
                 ("EMPTY".into(), "".into()),
             ],
+            shell: None,
         };
         let data = job.encode().unwrap();
         assert_eq!(Job::decode(&data).unwrap(), job);
+        let shell = Job {
+            args: vec!["bash".into()],
+            shell: Some(TermSize {
+                rows: 50,
+                cols: 132,
+            }),
+            ..job.clone()
+        };
+        let data = shell.encode().unwrap();
+        assert!(data.ends_with(b"\0shell 50 132\0"));
+        assert_eq!(Job::decode(&data).unwrap(), shell);
         assert_eq!(job.var("PATH"), Some(OsStr::new("/usr/bin:/bin")));
         assert_eq!(job.var("NOPE"), None);
     }
@@ -268,10 +314,13 @@ mod tests {
         assert!(Job::decode(b"vmrun-job 1\ncwd /\0").is_err(), "no command");
         assert!(Job::decode(b"vmrun-job 1\narg true").is_err(), "truncated");
         assert!(Job::decode(b"vmrun-job 1\nfoo x\0").is_err());
+        assert!(Job::decode(b"vmrun-job 1\narg sh\0shell 24\0").is_err());
+        assert!(Job::decode(b"vmrun-job 1\narg sh\0shell x 80\0").is_err());
         let bad = Job {
             args: vec!["a".into()],
             cwd: "/".into(),
             env: vec![("A=B".into(), "c".into())],
+            shell: None,
         };
         assert!(bad.encode().is_err());
     }

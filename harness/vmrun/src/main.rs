@@ -2,27 +2,30 @@
 //! kernel .config against the config fragments.
 
 use anyhow::{Context, Result};
+use clap::Parser;
 use std::process::ExitCode;
-use vmrun::cli::{self, Cli};
+use vmrun::cli::{CheckConfigArgs, Cli, CliCommand};
 use vmrun::report::Reporter;
 use vmrun::run::EXIT_VM_FAILURE;
 
-/// Exit status for bad usage.
-const EXIT_USAGE: u8 = 2;
-
-fn check_config(args: &[String]) -> Result<ExitCode> {
-    let [config, fragments @ ..] = args else {
-        anyhow::bail!("usage: vmrun check-config BUILD/.config FRAGMENT...");
+fn check_config(args: &CheckConfigArgs) -> Result<ExitCode> {
+    let config = &args.config;
+    let read = |p: &std::path::PathBuf| {
+        std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
     };
-    let read = |p: &String| std::fs::read_to_string(p).with_context(|| format!("reading {p}"));
     let config_text = read(config)?;
-    let frag_texts = fragments.iter().map(read).collect::<Result<Vec<_>>>()?;
+    let frag_texts = args
+        .fragments
+        .iter()
+        .map(read)
+        .collect::<Result<Vec<_>>>()?;
     let frag_refs: Vec<&str> = frag_texts.iter().map(String::as_str).collect();
     let bad = vmrun::config_check::check(&config_text, &frag_refs);
+    let config = config.display();
     if bad.is_empty() {
         eprintln!(
             "==> {config}: all options of {} fragment(s) present",
-            fragments.len()
+            args.fragments.len()
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -39,24 +42,14 @@ fn check_config(args: &[String]) -> Result<ExitCode> {
 
 fn main() -> ExitCode {
     let rep = Reporter;
-    let args: Vec<_> = std::env::args_os().skip(1).collect();
-    let parsed = match cli::parse(&args) {
-        Ok(p) => p,
-        Err(e) => {
-            rep.error(format!("{e:#}"));
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
-    match parsed {
-        Cli::Help => {
-            print!("{}", cli::USAGE);
-            ExitCode::SUCCESS
-        }
-        Cli::CheckConfig(a) => check_config(&a).unwrap_or_else(|e| {
+    // Bad usage exits 2, --help 0 (clap's codes, as documented in `vmrun run --help`).
+    let cli = Cli::parse();
+    match cli.command {
+        CliCommand::CheckConfig(a) => check_config(&a).unwrap_or_else(|e| {
             eprintln!("ERROR: {e:#}");
             ExitCode::FAILURE
         }),
-        Cli::Run(opts) => match vmrun::run::run(&opts, rep) {
+        CliCommand::Run(opts) => match vmrun::run::run(&opts, rep) {
             Ok(code) => ExitCode::from(code),
             Err(e) => {
                 rep.error(format!("{e:#}"));

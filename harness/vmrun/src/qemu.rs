@@ -59,6 +59,9 @@ pub struct QemuConfig {
     pub init: PathBuf,
     /// Extra kernel arguments, appended last so that they win.
     pub append: Vec<String>,
+    /// An interactive console (`--shell`): ctrl-c goes to the guest instead of ending QEMU,
+    /// and ctrl-a x ends QEMU.
+    pub interactive: bool,
 }
 
 /// Escapes a value for QEMU's `key=value,...` option syntax, where a comma is doubled.
@@ -100,7 +103,12 @@ impl QemuConfig {
         let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
         push(&["-nodefaults", "-no-user-config", "-display", "none"]);
         push(&["-monitor", "none", "-parallel", "none", "-vga", "none"]);
-        push(&["-serial", "stdio"]);
+        if self.interactive {
+            push(&["-chardev", "stdio,id=console,mux=on,signal=off"]);
+            push(&["-serial", "chardev:console"]);
+        } else {
+            push(&["-serial", "stdio"]);
+        }
         push(&["-no-reboot"]);
         push(&["-machine", &format!("q35,accel={}", self.accel)]);
         push(&["-cpu", &self.cpu]);
@@ -166,6 +174,7 @@ mod tests {
             scratch_disk: Some("/dev/fd/5".into()),
             init: "/work/target/release/vm-init".into(),
             append: vec!["foo=bar".into()],
+            interactive: false,
         }
     }
 
@@ -199,6 +208,7 @@ mod tests {
         assert_eq!(values(&a, "-display"), ["none"]);
         assert_eq!(values(&a, "-monitor"), ["none"]);
         assert_eq!(values(&a, "-serial"), ["stdio"]);
+        assert!(values(&a, "-chardev").is_empty());
 
         let mut kvm = config();
         kvm.accel = Accel::Kvm;
@@ -206,6 +216,20 @@ mod tests {
         let a = strings(&kvm);
         assert_eq!(values(&a, "-machine"), ["q35,accel=kvm"]);
         assert!(values(&a, "-bios").is_empty());
+    }
+
+    #[test]
+    fn interactive_console() {
+        let mut c = config();
+        c.interactive = true;
+        let a = strings(&c);
+        // ctrl-c must reach the guest (signal=off); mux=on gives the ctrl-a x escape.
+        assert_eq!(
+            values(&a, "-chardev"),
+            ["stdio,id=console,mux=on,signal=off"]
+        );
+        assert_eq!(values(&a, "-serial"), ["chardev:console"]);
+        assert_eq!(values(&a, "-monitor"), ["none"]);
     }
 
     #[test]

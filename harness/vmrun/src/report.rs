@@ -64,6 +64,13 @@ impl Reporter {
         let _ = out.flush();
     }
 
+    /// Output of an interactive console, passed on as it comes.
+    pub fn console_raw(&self, bytes: &[u8]) {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(bytes);
+        let _ = out.flush();
+    }
+
     /// A line QEMU wrote to its stderr.
     pub fn qemu_stderr(&self, line: &str) {
         eprintln!("qemu: {line}");

@@ -1,19 +1,20 @@
 //! `vmrun run`: prepares the run directory, the job and the scratch disk, picks the
 //! accelerator, runs QEMU and turns what happened into an exit status.
 
-use crate::accel;
+use crate::accel::{self, AccelPlan};
 use crate::cli::RunOptions;
-use crate::console::{self, ConsoleRun};
+use crate::console::{self, ConsoleOptions, ConsoleRun};
 use crate::job::{
-    guest_results_dir, hidden_in_guest, GuestStatus, Job, CONSOLE_LOG, GUEST_SCRATCH_DISK,
-    JOB_FILE, RESULTS_DIR, STATUS_FILE,
+    guest_results_dir, hidden_in_guest, GuestStatus, Job, TermSize, CONSOLE_LOG,
+    GUEST_SCRATCH_DISK, GUEST_SHIM_DIR, JOB_FILE, QEMU_CMDLINE, RESULTS_DIR, SHARE_TAG,
+    STATUS_FILE,
 };
 use crate::qemu::QemuConfig;
 use crate::report::{shell_words, Reporter, Summary};
 use crate::verdict::{self, Verdict};
 use anyhow::{bail, Context, Result};
 use std::ffi::OsString;
-use std::os::unix::io::AsRawFd;
+use std::os::unix::io::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,13 @@ pub const EXIT_TIMEOUT: u8 = 124;
 /// The kernel log shows a problem. It wins over the command's status and the timeout: a
 /// command that fails or hangs after a kernel splat most likely does so because of it.
 pub const EXIT_KERNEL_PROBLEM: u8 = 125;
+
+/// The descriptor under which QEMU gets the scratch disk, so that its command line is the
+/// same on every run: `/proc/self/fd/3`.
+pub const SCRATCH_FD: RawFd = 3;
+
+/// Where a kernel build directory (O=) keeps the image.
+pub const BUILD_DIR_IMAGE: &str = "arch/x86/boot/bzImage";
 
 /// Firmware that boots a kernel faster than SeaBIOS; the first one found is used.
 const FAST_BIOS: &[&str] = &[
@@ -73,20 +81,51 @@ fn timestamp() -> String {
     }
 }
 
-/// Creates the run directory and clears what a previous run left in it.
-fn prepare_run_dir(results: Option<&Path>) -> Result<PathBuf> {
+/// The run directory: `--results`, or a new one under the cache.
+fn run_dir_path(results: Option<&Path>) -> Result<PathBuf> {
     let dir = match results {
         Some(d) => d.to_path_buf(),
         None => cache_dir()?
             .join("runs")
             .join(format!("{}-{}", timestamp(), std::process::id())),
     };
+    std::path::absolute(&dir).with_context(|| format!("resolving {}", dir.display()))
+}
+
+/// The kernel image: `path` itself, or the image of a kernel build directory.
+pub fn resolve_kernel(path: &Path) -> Result<PathBuf> {
+    let abs = path
+        .canonicalize()
+        .with_context(|| format!("the kernel {} is missing", path.display()))?;
+    if abs.is_dir() {
+        let image = abs.join(BUILD_DIR_IMAGE);
+        if !image.is_file() {
+            bail!(
+                "--kernel {}: a directory, but not a built kernel build directory: \
+                 {BUILD_DIR_IMAGE} is missing (make O={} bzImage builds it)",
+                path.display(),
+                abs.display()
+            );
+        }
+        return Ok(image);
+    }
+    if !abs.is_file() {
+        bail!(
+            "--kernel {}: neither a kernel image nor a build directory",
+            path.display()
+        );
+    }
+    Ok(abs)
+}
+
+/// Creates the run directory and clears what a previous run left in it.
+fn prepare_run_dir(dir: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(dir.join(RESULTS_DIR))
         .with_context(|| format!("creating {}", dir.display()))?;
     let dir = dir
         .canonicalize()
         .with_context(|| format!("resolving {}", dir.display()))?;
-    for f in [STATUS_FILE, JOB_FILE, CONSOLE_LOG] {
+    for f in [STATUS_FILE, JOB_FILE, CONSOLE_LOG, QEMU_CMDLINE] {
         match std::fs::remove_file(dir.join(f)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 return Err(e)
@@ -98,18 +137,23 @@ fn prepare_run_dir(results: Option<&Path>) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// The command's environment in the guest.
+/// The command's environment in the guest. A shell gets the host's TERM and the
+/// `poweroff` of [`GUEST_SHIM_DIR`] first in its PATH.
 pub fn guest_env(
     host: impl IntoIterator<Item = (OsString, OsString)>,
     extra: &[(OsString, OsString)],
     scratch_disk: bool,
+    shell: bool,
 ) -> Vec<(OsString, OsString)> {
     let mut env: Vec<(OsString, OsString)> = Vec::new();
     let mut path = None;
+    let mut term = None;
     for (k, v) in host {
         let name = k.to_string_lossy();
         if name == "PATH" {
             path = Some(v);
+        } else if name == "TERM" {
+            term = Some(v).filter(|t| !t.is_empty() && t != "dumb");
         } else if PASSED_VARS.contains(&name.as_ref())
             || ((name.starts_with("VMRUN_") || name.starts_with("UBLK_"))
                 && name != "VMRUN_RESULTS")
@@ -132,17 +176,21 @@ pub fn guest_env(
             dirs.push(sbin.into());
         }
     }
+    if shell {
+        dirs.insert(0, GUEST_SHIM_DIR.into());
+    }
     let path =
         std::env::join_paths(dirs).unwrap_or_else(|_| "/usr/bin:/bin:/usr/sbin:/sbin".into());
     env.push(("PATH".into(), path));
-    for (k, v) in [
-        ("HOME", "/tmp"),
-        ("USER", "root"),
-        ("LOGNAME", "root"),
-        ("TERM", "dumb"),
-    ] {
+    for (k, v) in [("HOME", "/tmp"), ("USER", "root"), ("LOGNAME", "root")] {
         env.push((k.into(), v.into()));
     }
+    let term = match (shell, term) {
+        (true, Some(t)) => t,
+        (true, None) => "vt100".into(),
+        (false, _) => "dumb".into(),
+    };
+    env.push(("TERM".into(), term));
     env.push(("VMRUN_RESULTS".into(), guest_results_dir().into()));
     if scratch_disk {
         env.push(("VMRUN_SCRATCH_DISK".into(), GUEST_SCRATCH_DISK.into()));
@@ -155,8 +203,9 @@ pub fn guest_env(
     env
 }
 
-/// A sparse scratch image, already unlinked: QEMU opens it through the inherited descriptor,
-/// so that it disappears with the last process that holds it, whatever happens to the run.
+/// A sparse scratch image, already unlinked: QEMU opens it through the inherited descriptor
+/// [`SCRATCH_FD`], so that it disappears with the last process that holds it, whatever
+/// happens to the run.
 struct Scratch {
     file: std::fs::File,
 }
@@ -174,20 +223,19 @@ impl Scratch {
         std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
         file.set_len(size.div_ceil(512) * 512)
             .with_context(|| format!("sizing the scratch disk to {size} bytes"))?;
-        // SAFETY: F_SETFD on a descriptor we own; it only clears FD_CLOEXEC.
-        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFD, 0) } != 0 {
-            bail!(
-                "making the scratch disk inheritable: {}",
-                std::io::Error::last_os_error()
-            );
-        }
+        // QEMU gets it as SCRATCH_FD (console::run dups it there in the child).
         Ok(Scratch { file })
     }
 
-    /// The path QEMU opens.
-    fn qemu_path(&self) -> PathBuf {
-        PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
+    /// The descriptor QEMU gets as [`SCRATCH_FD`].
+    fn fd(&self) -> RawFd {
+        self.file.as_raw_fd()
     }
+}
+
+/// The path under which QEMU opens the scratch disk.
+pub fn scratch_qemu_path() -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{SCRATCH_FD}"))
 }
 
 fn find_qemu() -> Result<PathBuf> {
@@ -316,68 +364,225 @@ fn qemu_failure(run: &ConsoleRun) -> Option<String> {
     None
 }
 
-/// Boots, runs, judges. The exit status for the user.
+/// The guest's command for `--shell`: bash if the host (the guest's root) has it, else sh.
+pub fn shell_command(path_var: Option<&std::ffi::OsStr>) -> Vec<OsString> {
+    let bash = crate::init::resolve_command("bash".as_ref(), path_var).is_some();
+    vec![if bash { "bash" } else { "sh" }.into()]
+}
+
+/// The size of the terminal on our stdin, if it is one.
+fn terminal_size() -> TermSize {
+    // SAFETY: TIOCGWINSZ only fills the struct we hand it.
+    unsafe {
+        let mut ws: libc::winsize = std::mem::zeroed();
+        if libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) == 0 {
+            return TermSize {
+                rows: ws.ws_row,
+                cols: ws.ws_col,
+            };
+        }
+    }
+    TermSize::default()
+}
+
+/// Everything a run is made of, decided before anything boots: what `--dry-run` shows.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub qemu: PathBuf,
+    pub config: QemuConfig,
+    pub accel: AccelPlan,
+    pub job: Job,
+    pub timeout: Option<Duration>,
+    pub disk_size: u64,
+}
+
+impl Plan {
+    pub fn new(
+        opts: &RunOptions,
+        kernel: PathBuf,
+        qemu: PathBuf,
+        init: PathBuf,
+        run_dir: PathBuf,
+        accel: AccelPlan,
+        job: Job,
+    ) -> Plan {
+        let config = QemuConfig {
+            kernel,
+            accel: accel.accel,
+            cpu: accel.cpu.to_string(),
+            cpus: opts.cpus,
+            mem_mib: opts.mem_mib,
+            bios: FAST_BIOS.iter().map(PathBuf::from).find(|p| p.is_file()),
+            root_dir: "/".into(),
+            share_dir: run_dir,
+            scratch_disk: (opts.disk_size > 0).then(scratch_qemu_path),
+            init,
+            append: opts.append.clone(),
+            interactive: opts.shell,
+        };
+        Plan {
+            qemu,
+            config,
+            accel,
+            job,
+            timeout: opts.timeout(),
+            disk_size: opts.disk_size,
+        }
+    }
+
+    /// The QEMU command line, shell-quoted, as `qemu.cmdline` keeps it.
+    pub fn qemu_cmdline(&self) -> String {
+        let mut words: Vec<OsString> = vec![self.qemu.clone().into()];
+        words.extend(self.config.args());
+        shell_words(&words)
+    }
+
+    /// What `--dry-run` prints: comments, the QEMU command line, the guest's command and
+    /// its environment.
+    pub fn dry_run_text(&self) -> String {
+        let c = &self.config;
+        let mut out = String::new();
+        let mut line = |l: String| {
+            out.push_str(&l);
+            out.push('\n');
+        };
+        line("# vmrun --dry-run: nothing was booted".into());
+        line(format!("# kernel        {}", c.kernel.display()));
+        line(format!("# accelerator   {}", self.accel));
+        line(format!(
+            "# run directory {} (9p tag {SHARE_TAG}; job, status, console.log, {QEMU_CMDLINE}, results/)",
+            c.share_dir.display()
+        ));
+        line(match self.disk_size {
+            0 => "# scratch disk  none".into(),
+            n => format!(
+                "# scratch disk  {n} bytes, a sparse unlinked file QEMU inherits as descriptor {SCRATCH_FD}"
+            ),
+        });
+        line(match self.timeout {
+            Some(t) => format!("# timeout       {} s", t.as_secs()),
+            None => "# timeout       none".into(),
+        });
+        line("# QEMU command line:".into());
+        line(self.qemu_cmdline());
+        let how = match self.job.shell {
+            Some(_) => "an interactive shell on the console (its controlling terminal)",
+            None => "stdin /dev/null, stdout and stderr on the console",
+        };
+        line(format!(
+            "# guest command, run by vm-init as root in {}, {how}:",
+            self.job.cwd.display()
+        ));
+        line(shell_words(&self.job.args));
+        line("# guest environment:".into());
+        for (k, v) in &self.job.env {
+            let mut kv = k.clone();
+            kv.push("=");
+            kv.push(v);
+            line(shell_words(&[kv]));
+        }
+        out
+    }
+}
+
+/// Boots, runs, judges (or, with `--dry-run`, only prints the plan). The exit status for
+/// the user.
 pub fn run(opts: &RunOptions, rep: Reporter) -> Result<u8> {
     let t0 = Instant::now();
-    let kernel = opts
-        .kernel
-        .canonicalize()
-        .with_context(|| format!("the kernel image {} is missing", opts.kernel.display()))?;
-    if !kernel.is_file() {
-        bail!("the kernel image {} is not a file", kernel.display());
-    }
+    let kernel = resolve_kernel(&opts.kernel)?;
     let qemu = find_qemu()?;
     let init = find_init()?;
-    let run_dir = prepare_run_dir(opts.results.as_deref())?;
-    rep.step(format!("run directory {}", run_dir.display()));
-
     let cwd = std::env::current_dir().context("getting the current directory")?;
     if let Some(m) = hidden_in_guest(&cwd) {
         rep.warn(format!("the current directory {} is under {m}, which the guest mounts over; the command runs in /", cwd.display()));
     }
+    let env = guest_env(
+        std::env::vars_os(),
+        &opts.env,
+        opts.disk_size > 0,
+        opts.shell,
+    );
     let job = Job {
-        args: opts.command.clone(),
+        args: match opts.shell {
+            true => shell_command(std::env::var_os("PATH").as_deref()),
+            false => opts.command.clone(),
+        },
         cwd,
-        env: guest_env(std::env::vars_os(), &opts.env, opts.disk_size > 0),
+        env,
+        shell: opts.shell.then(terminal_size),
     };
+
+    if opts.dry_run {
+        let run_dir = run_dir_path(opts.results.as_deref())?;
+        let accel = match opts.accel {
+            accel::AccelChoice::Tcg => accel::decide(opts.accel, &qemu, Path::new("/"))?,
+            _ => {
+                // The probe needs a place for its firmware; the run directory is not made.
+                let dir = std::env::temp_dir().join(format!("vmrun-probe-{}", std::process::id()));
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+                let plan = accel::decide(opts.accel, &qemu, &dir);
+                let _ = std::fs::remove_dir_all(&dir);
+                plan?
+            }
+        };
+        let plan = Plan::new(opts, kernel, qemu, init, run_dir, accel, job);
+        print!("{}", plan.dry_run_text());
+        return Ok(0);
+    }
+
+    let run_dir = prepare_run_dir(&run_dir_path(opts.results.as_deref())?)?;
+    rep.step(format!("run directory {}", run_dir.display()));
     let job_path = run_dir.join(JOB_FILE);
     std::fs::write(&job_path, job.encode()?)
         .with_context(|| format!("writing {}", job_path.display()))?;
 
-    let plan = accel::decide(opts.accel, &qemu, &run_dir)?;
+    let accel = accel::decide(opts.accel, &qemu, &run_dir)?;
     let scratch = match opts.disk_size {
         0 => None,
         size => Some(Scratch::create(&run_dir, size)?),
     };
-    let config = QemuConfig {
-        kernel: kernel.clone(),
-        accel: plan.accel,
-        cpu: plan.cpu.to_string(),
-        cpus: opts.cpus,
-        mem_mib: opts.mem_mib,
-        bios: FAST_BIOS.iter().map(PathBuf::from).find(|p| p.is_file()),
-        root_dir: "/".into(),
-        share_dir: run_dir.clone(),
-        scratch_disk: scratch.as_ref().map(Scratch::qemu_path),
+    let plan = Plan::new(
+        opts,
+        kernel.clone(),
+        qemu,
         init,
-        append: opts.append.clone(),
+        run_dir.clone(),
+        accel,
+        job,
+    );
+    let cmdline_path = run_dir.join(QEMU_CMDLINE);
+    std::fs::write(&cmdline_path, format!("{}\n", plan.qemu_cmdline()))
+        .with_context(|| format!("writing {}", cmdline_path.display()))?;
+    rep.step(format!("accelerator {}", plan.accel));
+    let timeout = match plan.timeout {
+        Some(t) => format!("timeout {} s", t.as_secs()),
+        None => "no timeout".into(),
     };
-    rep.step(format!("accelerator {plan}"));
     rep.step(format!(
-        "booting {} (accel {}, {} cpus, {} MiB, timeout {} s)",
+        "booting {} (accel {}, {} cpus, {} MiB, {timeout})",
         kernel.display(),
-        plan.accel,
+        plan.accel.accel,
         opts.cpus,
         opts.mem_mib,
-        opts.timeout.as_secs()
     ));
-    rep.step(format!("command: {}", shell_words(&opts.command)));
+    match opts.shell {
+        true => rep.step(format!(
+            "interactive shell ({}): `poweroff` or leaving the shell ends the VM, ctrl-a x kills QEMU",
+            shell_words(&plan.job.args)
+        )),
+        false => rep.step(format!("command: {}", shell_words(&opts.command))),
+    }
 
     let console = console::run(
-        &qemu,
-        &config.args(),
+        &plan.qemu,
+        &plan.config.args(),
         &run_dir.join(CONSOLE_LOG),
-        opts.timeout,
+        ConsoleOptions {
+            timeout: plan.timeout,
+            interactive: opts.shell,
+            pass_fd: scratch.as_ref().map(|s| (s.fd(), SCRATCH_FD)),
+        },
         rep,
     )?;
     drop(scratch);
@@ -397,7 +602,7 @@ pub fn run(opts: &RunOptions, rep: Reporter) -> Result<u8> {
     let outcome = decide(
         &v,
         status.as_ref(),
-        console.timed_out.then_some(opts.timeout),
+        console.timed_out.then_some(plan.timeout).flatten(),
         qemu_failure(&console),
     );
     rep.problems(&v);
@@ -405,7 +610,7 @@ pub fn run(opts: &RunOptions, rep: Reporter) -> Result<u8> {
         rep.error(e);
     }
     rep.summary(&Summary {
-        accel: format!("{plan}"),
+        accel: format!("{}", plan.accel),
         kernel,
         release: v
             .kernel_version
@@ -448,7 +653,7 @@ mod tests {
             (OsString::from("HOME"), OsString::from("/root")),
             (OsString::from("A"), OsString::from("b")),
         ];
-        let env = guest_env(host, &extra, true);
+        let env = guest_env(host, &extra, true, false);
         let m = env_map(&env);
         assert_eq!(
             m["PATH"],
@@ -463,10 +668,150 @@ mod tests {
         assert_eq!(m["A"], "b");
         assert_eq!(env.iter().filter(|(k, _)| k == "HOME").count(), 1);
 
-        let m = env_map(&guest_env(Vec::new(), &[], false));
+        let m = env_map(&guest_env(Vec::new(), &[], false, false));
         assert_eq!(m["HOME"], "/tmp");
         assert!(m["PATH"].contains("/usr/sbin"));
         assert!(!m.contains_key("VMRUN_SCRATCH_DISK"));
+    }
+
+    #[test]
+    fn shell_environment() {
+        let host = [("PATH", "/usr/bin:/bin"), ("TERM", "xterm-256color")]
+            .map(|(k, v)| (OsString::from(k), OsString::from(v)));
+        let m = env_map(&guest_env(host.clone(), &[], false, true));
+        assert_eq!(m["TERM"], "xterm-256color");
+        assert_eq!(
+            m["PATH"],
+            "/run/vmrun-bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
+        );
+        // A command keeps TERM=dumb and the PATH without the shims.
+        let m = env_map(&guest_env(host, &[], false, false));
+        assert_eq!(m["TERM"], "dumb");
+        assert!(!m["PATH"].contains("vmrun-bin"));
+        // A shell without a usable host TERM gets vt100.
+        let dumb = [(OsString::from("TERM"), OsString::from("dumb"))];
+        assert_eq!(env_map(&guest_env(dumb, &[], false, true))["TERM"], "vt100");
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("vmrun-unit-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn kernel_image_or_build_directory() {
+        let d = temp_dir("kernel");
+        let image = d.join("out/arch/x86/boot/bzImage");
+        std::fs::create_dir_all(image.parent().unwrap()).unwrap();
+        std::fs::write(&image, b"x").unwrap();
+        assert_eq!(resolve_kernel(&d.join("out")).unwrap(), image);
+        assert_eq!(resolve_kernel(&image).unwrap(), image);
+        let e = format!("{:#}", resolve_kernel(&d).unwrap_err());
+        assert!(
+            e.contains("not a built kernel build directory: arch/x86/boot/bzImage is missing"),
+            "{e}"
+        );
+        let e = format!("{:#}", resolve_kernel(&d.join("nope")).unwrap_err());
+        assert!(e.contains("is missing"), "{e}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    fn plan(shell: bool, disk_size: u64) -> Plan {
+        use crate::cli::{Cli, CliCommand};
+        use clap::Parser;
+        let disk = format!("--disk-size={disk_size}");
+        let mut args = vec!["vmrun", "run", "--kernel", "/k", "--cpus", "1"];
+        args.extend(["--append", "a=b c", &disk]);
+        match shell {
+            true => args.push("--shell"),
+            false => args.extend(["--", "sh", "-c", "echo 'hi'"]),
+        }
+        let CliCommand::Run(opts) = Cli::try_parse_from(args).unwrap().command else {
+            panic!("not a run");
+        };
+        let job = Job {
+            args: match shell {
+                true => vec!["bash".into()],
+                false => opts.command.clone(),
+            },
+            cwd: "/work".into(),
+            env: vec![("HOME".into(), "/tmp".into()), ("A".into(), "b c".into())],
+            shell: shell.then(TermSize::default),
+        };
+        let accel = AccelPlan {
+            accel: crate::qemu::Accel::Tcg,
+            cpu: "max",
+            why: "asked for".into(),
+        };
+        Plan::new(
+            &opts,
+            "/k/bzImage".into(),
+            "/usr/bin/qemu-system-x86_64".into(),
+            "/t/vm-init".into(),
+            "/runs/r1".into(),
+            accel,
+            job,
+        )
+    }
+
+    #[test]
+    fn dry_run_text() {
+        let p = plan(false, 1 << 30);
+        let text = p.dry_run_text();
+        let lines: Vec<&str> = text.lines().collect();
+        let at = |prefix: &str| lines.iter().position(|l| l.starts_with(prefix)).unwrap();
+        let qemu = lines[at("# QEMU command line") + 1];
+        // The QEMU line is the shell-quoted argv, exactly what qemu.cmdline keeps.
+        assert_eq!(qemu, p.qemu_cmdline());
+        let mut argv = vec![OsString::from("/usr/bin/qemu-system-x86_64")];
+        argv.extend(p.config.args());
+        assert_eq!(qemu, shell_words(&argv));
+        assert!(qemu.starts_with("/usr/bin/qemu-system-x86_64 -nodefaults "));
+        assert!(qemu.contains(" -serial stdio "), "{qemu}");
+        assert!(qemu.contains(" -smp 1 -m 2048M "), "{qemu}");
+        assert!(qemu.contains(" rcupdate.rcu_expedited=1 a=b c' "), "{qemu}");
+        assert!(qemu.contains(" -drive file=/proc/self/fd/3,"), "{qemu}");
+        let bios = FAST_BIOS.iter().any(|p| Path::new(p).is_file());
+        assert_eq!(qemu.contains(" -bios "), bios);
+        assert_eq!(
+            lines[at("# guest command")..],
+            [
+                "# guest command, run by vm-init as root in /work, stdin /dev/null, stdout and \
+                 stderr on the console:",
+                r"sh -c 'echo '\''hi'\'''",
+                "# guest environment:",
+                "HOME=/tmp",
+                "'A=b c'",
+            ]
+        );
+        assert_eq!(
+            lines[..6],
+            [
+                "# vmrun --dry-run: nothing was booted",
+                "# kernel        /k/bzImage",
+                "# accelerator   tcg (asked for)",
+                "# run directory /runs/r1 (9p tag vmrun; job, status, console.log, qemu.cmdline, \
+                 results/)",
+                "# scratch disk  1073741824 bytes, a sparse unlinked file QEMU inherits as \
+                 descriptor 3",
+                "# timeout       300 s",
+            ]
+        );
+
+        let p = plan(true, 0);
+        let text = p.dry_run_text();
+        assert!(
+            text.contains("# scratch disk  none\n# timeout       none\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(" -chardev stdio,id=console,mux=on,signal=off -serial chardev:console ")
+        );
+        assert!(!text.contains("-drive"));
+        assert!(text
+            .contains("an interactive shell on the console (its controlling terminal):\nbash\n"));
     }
 
     #[test]

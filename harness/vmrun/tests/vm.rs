@@ -187,3 +187,209 @@ fn guest_environment() {
         .expect("the guest's result file");
     assert_eq!(out, "hello\n");
 }
+
+/// A `vmrun run --shell` whose console the test types into and reads.
+struct ShellSession {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    /// Everything on vmrun's stdout so far (the console).
+    out: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    /// How far [`ShellSession::expect`] has read.
+    seen: usize,
+}
+
+impl ShellSession {
+    fn start(name: &str) -> ShellSession {
+        use std::io::Read;
+        use std::process::Stdio;
+        let results = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("vm-{name}"));
+        let _ = std::fs::remove_dir_all(&results);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vmrun"))
+            .arg("run")
+            .arg("--kernel")
+            .arg(kernel())
+            .args(["--timeout", "180", "--mem", "1024", "--disk-size", "0"])
+            .arg("--results")
+            .arg(&results)
+            .arg("--shell")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting vmrun --shell");
+        let stdin = child.stdin.take();
+        let mut stdout = child.stdout.take().expect("vmrun's stdout");
+        let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = out.clone();
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let text = String::from_utf8_lossy(&buf[..n]);
+                eprint!("{text}");
+                sink.lock().unwrap().push_str(&text);
+            }
+        });
+        ShellSession {
+            child,
+            stdin,
+            out,
+            reader: Some(reader),
+            seen: 0,
+        }
+    }
+
+    /// Waits until `needle` shows up on the console after what was already seen.
+    fn expect(&mut self, needle: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            {
+                let out = self.out.lock().unwrap();
+                if let Some(pos) = out[self.seen..].find(needle) {
+                    self.seen += pos + needle.len();
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{needle:?} did not show up on the console within {within:?}; after what was seen:\n{}",
+                &self.out.lock().unwrap()[self.seen..]
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Types `text` on the console.
+    fn send(&mut self, text: &str) {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().expect("the console is still open");
+        stdin
+            .write_all(text.as_bytes())
+            .expect("typing on the console");
+        stdin.flush().expect("typing on the console");
+    }
+
+    /// Waits for vmrun to end: its exit code and the whole console.
+    fn finish(mut self, within: Duration) -> (Option<i32>, String) {
+        let deadline = Instant::now() + within;
+        let status = loop {
+            if let Some(st) = self.child.try_wait().expect("waiting for vmrun") {
+                break st;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                panic!("vmrun --shell did not end within {within:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        drop(self.stdin.take());
+        if let Some(r) = self.reader.take() {
+            r.join().expect("the console reader");
+        }
+        let out = self.out.lock().unwrap().clone();
+        (status.code(), out)
+    }
+
+    /// Boots and waits for the shell's first prompt (a root prompt ends with "# ").
+    fn boot(name: &str) -> ShellSession {
+        let mut s = ShellSession::start(name);
+        s.expect("vmrun: start", Duration::from_secs(120));
+        s.expect("# ", Duration::from_secs(30));
+        s
+    }
+}
+
+#[test]
+fn shell_runs_what_is_typed_and_powers_off() {
+    let mut s = ShellSession::boot("shell");
+    // The typed line is echoed as it is; only the shell's output has 42.
+    s.send("echo $((6*7))-marker\n");
+    s.expect("42-marker", Duration::from_secs(30));
+    // A controlling terminal: tty names the serial port, ctrl-c interrupts the job in the
+    // foreground (else the next echo would wait 300 s), and job control works.
+    s.send("tty; tty -s && echo has-a-tty\n");
+    s.expect("/dev/ttyS0", Duration::from_secs(30));
+    s.expect("has-a-tty", Duration::from_secs(30));
+    s.send("sleep 300\n");
+    std::thread::sleep(Duration::from_secs(2));
+    s.send("\x03");
+    s.send("echo $((6*8))-after-ctrl-c\n");
+    s.expect("48-after-ctrl-c", Duration::from_secs(30));
+    s.send("sleep 300 & jobs\n");
+    s.expect("Running", Duration::from_secs(30));
+    // The same mounts and results directory as a command gets.
+    s.send("echo from-the-shell > \"$VMRUN_RESULTS/shell.txt\"; test -d /sys/kernel/tracing/events && echo $((7*7))-tracefs\n");
+    s.expect("49-tracefs", Duration::from_secs(30));
+    s.send("poweroff\n");
+    let (code, out) = s.finish(Duration::from_secs(60));
+    assert_eq!(code, Some(0), "poweroff ends the VM cleanly");
+    assert!(out.contains("vmrun: power-off requested"), "{out}");
+    assert!(out.contains("reboot: Power down"), "{out}");
+    let results = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("vm-shell");
+    assert_eq!(
+        std::fs::read_to_string(results.join("results/shell.txt")).expect("the shell's file"),
+        "from-the-shell\n"
+    );
+    let cmdline = std::fs::read_to_string(results.join("qemu.cmdline")).expect("qemu.cmdline");
+    assert!(
+        cmdline.contains("-chardev stdio,id=console,mux=on,signal=off"),
+        "{cmdline}"
+    );
+}
+
+#[test]
+fn leaving_the_shell_ends_the_vm_with_its_status() {
+    let mut s = ShellSession::boot("shell-exit");
+    s.send("exit 3\n");
+    let (code, out) = s.finish(Duration::from_secs(60));
+    assert_eq!(code, Some(3), "the shell's exit status");
+    assert!(out.contains("vmrun: exit-status 3"), "{out}");
+}
+
+#[test]
+fn every_run_keeps_its_qemu_command_line() {
+    let r = vmrun("cmdline", 120, &["true"]);
+    assert_eq!(r.code, Some(0));
+    let cmdline = std::fs::read_to_string(r.results.join("qemu.cmdline")).expect("qemu.cmdline");
+    assert!(
+        cmdline.ends_with('\n') && cmdline.lines().count() == 1,
+        "{cmdline:?}"
+    );
+    let kernel = kernel().canonicalize().unwrap();
+    assert!(
+        cmdline.contains(&format!(" -kernel {} ", kernel.display())),
+        "{cmdline}"
+    );
+    assert!(cmdline.contains(" -serial stdio "), "{cmdline}");
+    assert!(
+        cmdline.contains("-drive file=/proc/self/fd/3,"),
+        "{cmdline}"
+    );
+}
+
+#[test]
+fn kernel_build_directory_is_accepted() {
+    // An O= directory: the image is arch/x86/boot/bzImage in it.
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("vm-kbuild");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("arch/x86/boot")).unwrap();
+    std::os::unix::fs::symlink(
+        kernel().canonicalize().unwrap(),
+        dir.join("arch/x86/boot/bzImage"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vmrun"))
+        .args(["run", "--timeout", "120", "--disk-size", "0", "--kernel"])
+        .arg(&dir)
+        .args(["--results"])
+        .arg(dir.join("run"))
+        .args(["--", "uname", "-r"])
+        .output()
+        .expect("running vmrun");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.lines().any(|l| l.starts_with("6.1.")), "{stdout}");
+}
