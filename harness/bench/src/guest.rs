@@ -150,15 +150,16 @@ fn start(backing: Backing, path: &Path, t: TargetSpec) -> Result<Live> {
             }
         }
         Kind::Copy | Kind::Zc => {
-            let mut cfg = ublk::DeviceConfig::new(ublk::TargetConfig::Loop {
+            let target = ublk::TargetConfig::Loop {
                 path: path.to_path_buf(),
                 buffered: !backing.direct(),
-            });
+            };
+            let mut cfg = ublk::DeviceConfig::new();
             cfg.zero_copy = t.kind == Kind::Zc;
             cfg.nr_queues = t.queues;
             cfg.depth = 64;
             cfg.max_io_buf_bytes = 1 << 20;
-            let dev = ublk::Device::start(&cfg)
+            let dev = ublk::Device::start(&cfg, &target)
                 .with_context(|| format!("start ublk {} on {}", t.name(), path.display()))?;
             let file = open_rw(&dev.block_path(), true)?;
             Live {

@@ -200,6 +200,6 @@ mod tests {
 
     #[test]
     fn known_flags() {
-        assert_eq!(all_known_flags(), 0x3f);
+        assert_eq!(all_known_flags(), 0x1f | (1 << 63));
     }
 }

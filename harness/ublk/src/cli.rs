@@ -14,13 +14,17 @@ use crate::uapi::*;
 pub const USAGE: &str = "\
 usage: ublk COMMAND [OPTIONS]
 
-A ublk server for Linux 6.1 (null and loop targets; copy mode, and splice
-zero copy with the UBLK_F_SPLICE_ZC series).
+A ublk server for Linux 6.1 (null, loop and mirror targets; copy mode, and
+splice zero copy with the UBLK_F_SPLICE_ZC series).
 
 commands:
   add -t loop -f FILE [OPTIONS]   create and start a device backed by FILE
                                   (a regular file or a block device)
-  add -t null [-s SIZE] [OPTIONS] create and start a null device
+  add -t mirror -f A -f B [OPTIONS]
+                                  a device whose WRITEs go to both A and B
+                                  (READs come from A; size: the smaller one)
+  add -t null [-s SIZE] [OPTIONS] create and start a null device (WRITEs
+                                  are dropped, READs return zeroes)
   del -n ID | -a                  stop and delete device ID, or all devices
   list                            list devices: id, state, target, backing,
                                   flags, queues
@@ -28,15 +32,16 @@ commands:
   help                            this text
 
 add options:
-  -t, --type TYPE        loop or null (required)
-  -f, --file FILE        backing file or block device (loop)
+  -t, --type TYPE        loop, mirror or null (required)
+  -f, --file FILE        backing file or block device (loop: once; mirror:
+                         twice)
   -s, --size SIZE        device size for null, e.g. 512M, 1G (default 1G)
   -z, --zero-copy        splice zero copy (needs UBLK_F_SPLICE_ZC)
   -q, --queues N         hardware queues (default 1)
   -d, --depth N          queue depth, 1..4096 (default 128)
   -n, --number ID        device id (default: the first free one)
-      --buffered-io      use the page cache for the backing file (loop;
-                         default O_DIRECT; needed on tmpfs)
+      --buffered-io      use the page cache for the backing files (loop,
+                         mirror; default O_DIRECT; needed on tmpfs)
       --max-io-size SIZE largest request (default 512K)
       --foreground       serve in this process until SIGTERM/SIGINT
                          (default: detach once the device is live)
@@ -53,6 +58,7 @@ del options:
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AddArgs {
     pub cfg: DeviceConfig,
+    pub target: TargetConfig,
     pub foreground: bool,
 }
 
@@ -148,7 +154,7 @@ fn no_value(opt: &str, inline: &Option<String>) -> Result<()> {
 fn parse_add(rest: &[String]) -> Result<Command> {
     let mut a = Args { args: rest, i: 0 };
     let mut ty: Option<String> = None;
-    let mut file: Option<PathBuf> = None;
+    let mut files: Vec<PathBuf> = Vec::new();
     let mut size: Option<u64> = None;
     let mut zero_copy = false;
     let mut queues = DEFAULT_QUEUES;
@@ -160,7 +166,7 @@ fn parse_add(rest: &[String]) -> Result<Command> {
     while let Some((opt, inline)) = a.next_opt() {
         match opt.as_str() {
             "-t" | "--type" => ty = Some(a.value(&opt, inline)?),
-            "-f" | "--file" => file = Some(PathBuf::from(a.value(&opt, inline)?)),
+            "-f" | "--file" => files.push(PathBuf::from(a.value(&opt, inline)?)),
             "-s" | "--size" => size = Some(parse_size(&a.value(&opt, inline)?)?),
             "-z" | "--zero-copy" => {
                 no_value(&opt, &inline)?;
@@ -210,22 +216,33 @@ fn parse_add(rest: &[String]) -> Result<Command> {
         }
     }
     let target = match ty.as_deref() {
-        None => bail!("add: -t TYPE is required (loop or null)"),
-        Some("loop") => {
+        None => bail!("add: -t TYPE is required (loop, mirror or null)"),
+        Some(t @ ("loop" | "mirror")) => {
             if size.is_some() {
-                bail!("add: -s/--size is for -t null; a loop device has its backing's size");
+                bail!("add: -s/--size is for -t null; a {t} device has its backing's size");
             }
-            let Some(path) = file else {
-                bail!("add -t loop: -f FILE is required (the backing file or block device)");
-            };
-            TargetConfig::Loop { path, buffered }
+            let mut files = files.into_iter();
+            match (t, files.next(), files.next(), files.next()) {
+                ("loop", None, ..) => {
+                    bail!("add -t loop: -f FILE is required (the backing file or block device)")
+                }
+                ("loop", Some(path), None, _) => TargetConfig::Loop { path, buffered },
+                ("loop", Some(_), Some(_), _) => {
+                    bail!("add -t loop: give one -f FILE (two are for -t mirror)")
+                }
+                (_, Some(a), Some(b), None) => TargetConfig::Mirror {
+                    paths: [a, b],
+                    buffered,
+                },
+                _ => bail!("add -t mirror: give exactly two backing files, -f A -f B"),
+            }
         }
         Some("null") => {
-            if file.is_some() {
-                bail!("add -t null: -f/--file is only for -t loop");
+            if !files.is_empty() {
+                bail!("add -t null: -f/--file is only for -t loop and -t mirror");
             }
             if buffered {
-                bail!("add -t null: --buffered-io is only for -t loop");
+                bail!("add -t null: --buffered-io is only for -t loop and -t mirror");
             }
             let size = size.unwrap_or(DEFAULT_NULL_SIZE);
             if size < 512 {
@@ -233,17 +250,19 @@ fn parse_add(rest: &[String]) -> Result<Command> {
             }
             TargetConfig::Null { size }
         }
-        Some(t) => bail!("add: unknown target type {t:?} (loop or null)"),
+        Some(t) => bail!("add: unknown target type {t:?} (loop, mirror or null)"),
     };
     Ok(Command::Add(AddArgs {
         cfg: DeviceConfig {
-            target,
             dev_id: id,
             nr_queues: queues,
             depth,
             zero_copy,
             max_io_buf_bytes: max_io,
+            extra_flags: 0,
+            unprivileged_queues: false,
         },
+        target,
         foreground,
     }))
 }
@@ -324,26 +343,26 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
 fn cmd_add(a: &AddArgs) -> Result<()> {
     // Check the input before any device or process exists.
     a.cfg.validate()?;
-    drop(a.cfg.target.open()?);
+    drop(a.target.open()?);
     drop(crate::ctrl::Ctrl::open()?);
     let mode = if a.cfg.zero_copy { "zero copy" } else { "copy" };
     if a.foreground {
-        crate::server::serve(&a.cfg, None, |dev| {
+        crate::server::serve(&a.cfg, &a.target, None, |dev| {
             println!(
                 "dev_id {} {} ({}, {mode})",
                 dev.id(),
                 dev.block_path().display(),
-                a.cfg.target.kind()
+                a.target.kind()
             );
             use std::io::Write;
             let _ = std::io::stdout().flush();
             Ok(())
         })
     } else {
-        let (id, pid, log) = crate::server::spawn_detached(&a.cfg)?;
+        let (id, pid, log) = crate::server::spawn_detached(&a.cfg, &a.target)?;
         println!(
             "dev_id {id} /dev/ublkb{id} ({}, {mode}; server pid {pid}, log {})",
-            a.cfg.target.kind(),
+            a.target.kind(),
             log.display()
         );
         Ok(())
@@ -359,7 +378,7 @@ fn cmd_list() -> Result<()> {
     for d in devs {
         let (target, backing) = match &d.state {
             Some(s) => {
-                let mode = if s.target == "loop" {
+                let mode = if s.target == "loop" || s.target == "mirror" {
                     if s.buffered {
                         " (buffered)"
                     } else {
@@ -472,7 +491,7 @@ mod tests {
     fn add_loop_defaults() {
         let a = add("add -t loop -f /tmp/x");
         assert_eq!(
-            a.cfg.target,
+            a.target,
             TargetConfig::Loop {
                 path: "/tmp/x".into(),
                 buffered: false
@@ -489,7 +508,7 @@ mod tests {
     fn add_loop_everything() {
         let a = add("add -t loop -f /d -z -q 2 -d 64 --buffered-io -n 7 --foreground");
         assert_eq!(
-            a.cfg.target,
+            a.target,
             TargetConfig::Loop {
                 path: "/d".into(),
                 buffered: true
@@ -509,14 +528,31 @@ mod tests {
     #[test]
     fn add_null() {
         let a = add("add -t null -s 256M");
-        assert_eq!(a.cfg.target, TargetConfig::Null { size: 256 << 20 });
+        assert_eq!(a.target, TargetConfig::Null { size: 256 << 20 });
         let a = add("add -t null -z");
-        assert_eq!(a.cfg.target, TargetConfig::Null { size: 1 << 30 });
+        assert_eq!(a.target, TargetConfig::Null { size: 1 << 30 });
+        assert!(a.cfg.zero_copy);
+    }
+
+    #[test]
+    fn add_mirror() {
+        let a = add("add -t mirror -f /a -f /b -z --buffered-io");
+        assert_eq!(
+            a.target,
+            TargetConfig::Mirror {
+                paths: ["/a".into(), "/b".into()],
+                buffered: true
+            }
+        );
         assert!(a.cfg.zero_copy);
     }
 
     #[rstest]
     #[case("add -t loop", "-f FILE is required")]
+    #[case("add -t loop -f /a -f /b", "two are for -t mirror")]
+    #[case("add -t mirror -f /a", "exactly two")]
+    #[case("add -t mirror -f /a -f /b -f /c", "exactly two")]
+    #[case("add -t mirror -f /a -f /b -s 1G", "for -t null")]
     #[case("add -f /x", "-t TYPE is required")]
     #[case("add -t foo", "unknown target type")]
     #[case("add -t loop -f /x -d 5000", "between 1 and 4096")]

@@ -15,7 +15,7 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use crate::ctrl::{is_errno, AddSpec, Ctrl};
 use crate::queue::{run_queue, QueueConfig, QueueStats, QueueStatsSnapshot};
-use crate::target::{LoopTarget, NullTarget, Target};
+use crate::target::{LoopTarget, MirrorTarget, NullTarget, Target};
 use crate::uapi::*;
 
 pub const DEFAULT_QUEUES: u16 = 1;
@@ -31,11 +31,22 @@ pub fn char_path(id: u32) -> PathBuf {
     PathBuf::from(format!("/dev/ublkc{id}"))
 }
 
-/// Which target to serve.
+/// Which built-in target to serve (what the CLI can ask for).  Any other [`Target`]
+/// is served with [`Device::start_with`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TargetConfig {
-    Null { size: u64 },
-    Loop { path: PathBuf, buffered: bool },
+    Null {
+        size: u64,
+    },
+    Loop {
+        path: PathBuf,
+        buffered: bool,
+    },
+    /// Two backing files that get every WRITE; READs come from the first.
+    Mirror {
+        paths: [PathBuf; 2],
+        buffered: bool,
+    },
 }
 
 impl TargetConfig {
@@ -43,6 +54,17 @@ impl TargetConfig {
         match self {
             TargetConfig::Null { .. } => "null",
             TargetConfig::Loop { .. } => "loop",
+            TargetConfig::Mirror { .. } => "mirror",
+        }
+    }
+
+    /// Does the target use the page cache of its backing?
+    pub fn buffered(&self) -> bool {
+        match self {
+            TargetConfig::Null { .. } => false,
+            TargetConfig::Loop { buffered, .. } | TargetConfig::Mirror { buffered, .. } => {
+                *buffered
+            }
         }
     }
 
@@ -52,14 +74,17 @@ impl TargetConfig {
         Ok(match self {
             TargetConfig::Null { size } => Arc::new(NullTarget::new(*size)?),
             TargetConfig::Loop { path, buffered } => Arc::new(LoopTarget::open(path, *buffered)?),
+            TargetConfig::Mirror {
+                paths: [a, b],
+                buffered,
+            } => Arc::new(MirrorTarget::open(a, b, *buffered)?),
         })
     }
 }
 
-/// Everything needed to create a device.
+/// Everything needed to create a device but its target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceConfig {
-    pub target: TargetConfig,
     /// Wanted device id; None lets the driver pick.
     pub dev_id: Option<u32>,
     pub nr_queues: u16,
@@ -67,17 +92,24 @@ pub struct DeviceConfig {
     /// Ask for UBLK_F_SPLICE_ZC; fail if the kernel does not grant it.
     pub zero_copy: bool,
     pub max_io_buf_bytes: u32,
+    /// Flags to ask ADD_DEV for besides the one `zero_copy` implies (tests: e.g. bit 5,
+    /// mainline's UBLK_F_UNPRIVILEGED_DEV).  They do not change how the queues work.
+    pub extra_flags: u64,
+    /// Queue threads drop CAP_SYS_ADMIN from their effective capabilities before they
+    /// send FETCH_REQ (the control path keeps it).
+    pub unprivileged_queues: bool,
 }
 
 impl DeviceConfig {
-    pub fn new(target: TargetConfig) -> DeviceConfig {
+    pub fn new() -> DeviceConfig {
         DeviceConfig {
-            target,
             dev_id: None,
             nr_queues: DEFAULT_QUEUES,
             depth: DEFAULT_DEPTH,
             zero_copy: false,
             max_io_buf_bytes: DEFAULT_MAX_IO_BUF_BYTES,
+            extra_flags: 0,
+            unprivileged_queues: false,
         }
     }
 
@@ -91,13 +123,21 @@ impl DeviceConfig {
         if self.nr_queues == 0 {
             bail!("the number of queues must be at least 1");
         }
-        if self.max_io_buf_bytes < 4096 || u64::from(self.max_io_buf_bytes) > UBLK_BUF_MAX_SIZE {
+        if self.max_io_buf_bytes < 4096
+            || u64::from(self.max_io_buf_bytes) > UBLK_SPLICE_BUF_MAX_SIZE
+        {
             bail!(
                 "max io buffer size {} is out of range: 4096..=1GiB",
                 self.max_io_buf_bytes
             );
         }
         Ok(())
+    }
+}
+
+impl Default for DeviceConfig {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -241,13 +281,22 @@ fn teardown(
 }
 
 impl Device {
-    /// Create, set up and start a device; returns once /dev/ublkbN exists
-    /// and can be opened.  On any error nothing is left behind.
-    pub fn start(cfg: &DeviceConfig) -> Result<Device> {
+    /// Create, set up and start a device serving a built-in target; returns once
+    /// /dev/ublkbN exists and can be opened.  On any error nothing is left behind.
+    pub fn start(cfg: &DeviceConfig, target: &TargetConfig) -> Result<Device> {
         cfg.validate()?;
-        let target = cfg.target.open()?;
+        let target = target.open()?;
+        Self::start_with(cfg, target)
+    }
+
+    /// Create, set up and start a device serving `target` (any [`Target`]: the
+    /// built-in ones, or a test's) on the same queue loop as every device; returns
+    /// once /dev/ublkbN is a block device that can be opened.  On any error nothing
+    /// is left behind.
+    pub fn start_with(cfg: &DeviceConfig, target: Arc<dyn Target>) -> Result<Device> {
+        cfg.validate()?;
         let mut ctrl = Ctrl::open()?;
-        let wanted = if cfg.zero_copy { UBLK_F_SPLICE_ZC } else { 0 };
+        let wanted = cfg.extra_flags | if cfg.zero_copy { UBLK_F_SPLICE_ZC } else { 0 };
         let info = ctrl.add_dev(&AddSpec {
             dev_id: cfg.dev_id,
             nr_hw_queues: cfg.nr_queues,
@@ -322,6 +371,7 @@ impl Device {
                 max_io_buf_bytes: info.max_io_buf_bytes,
                 char_fd: char_file.as_raw_fd(),
                 zero_copy: cfg.zero_copy,
+                drop_sys_admin: cfg.unprivileged_queues,
                 target: target.clone(),
                 stats: st,
             };

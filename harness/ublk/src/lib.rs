@@ -2,13 +2,16 @@
 //! (UBLK_F_SPLICE_ZC), and the pieces the test suite needs.
 //!
 //! - [`uapi`]: the ABI, constants and encodings in one place.
+//! - [`buf`]: the aligned buffer for O_DIRECT I/O.
 //! - [`ctrl`]: the control path (/dev/ublk-control).
 //! - [`queue`]: one thread and one io_uring per hardware queue.
-//! - [`target`]: null and loop targets, request-to-operation mapping.
-//! - [`device`]: a device served in this process ([`Device::start`]).
+//! - [`target`]: null, loop and mirror targets, request-to-operation mapping.
+//! - [`device`]: a device served in this process ([`Device::start`] for a built-in
+//!   target, [`Device::start_with`] for any [`target::Target`]).
 //! - [`server`], [`admin`], [`state`], [`cli`]: the `ublk` command.
 
 pub mod admin;
+pub mod buf;
 pub mod cli;
 pub mod ctrl;
 pub mod device;

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use io_uring::{opcode, squeue, types, IoUring};
 
-use crate::target::{on_completion, DataRef, IoOp, Plan, Request, Step, Target};
+use crate::target::{on_completion, DataRef, IoOp, Plan, Progress, Request, Step, Target};
 use crate::uapi::*;
 
 /// user_data: low 16 bits the tag, bits 16.. the kind.
@@ -96,6 +96,8 @@ pub struct QueueConfig {
     /// /dev/ublkcN, kept open by the device for the threads' lifetime.
     pub char_fd: RawFd,
     pub zero_copy: bool,
+    /// Drop CAP_SYS_ADMIN from this thread's effective set before FETCH_REQ.
+    pub drop_sys_admin: bool,
     pub target: Arc<dyn Target>,
     pub stats: Arc<QueueStats>,
 }
@@ -111,6 +113,52 @@ pub fn set_io_flusher() -> Result<()> {
     if r != 0 {
         let e = std::io::Error::last_os_error();
         bail!("prctl(PR_SET_IO_FLUSHER, 1) failed (needs CAP_SYS_RESOURCE, Linux >= 5.6): {e}");
+    }
+    Ok(())
+}
+
+/// <linux/capability.h>
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+const CAP_SYS_ADMIN: u32 = 21;
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// Remove CAP_SYS_ADMIN from the calling thread's effective capabilities (capset(2) acts
+/// on the calling thread only; the rest of the process keeps it).
+pub fn drop_cap_sys_admin() -> Result<()> {
+    let mut hdr = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: capget writes two CapData (version 3) through valid pointers.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &mut hdr as *mut CapHeader,
+            data.as_mut_ptr(),
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error()).context("capget");
+    }
+    data[(CAP_SYS_ADMIN / 32) as usize].effective &= !(1 << (CAP_SYS_ADMIN % 32));
+    // SAFETY: capset reads the header and two CapData through valid pointers.
+    let r = unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error()).context("capset (dropping CAP_SYS_ADMIN)");
     }
     Ok(())
 }
@@ -188,7 +236,10 @@ pub fn page_size() -> usize {
 struct TagState {
     req: Option<Request>,
     op: Option<IoOp>,
-    done: u32,
+    /// The leg that runs and the bytes its data op moved so far.
+    at: Progress,
+    /// Commit this once the op succeeds ([`Plan::SubmitAndCommit`]).
+    commit_as: Option<i32>,
     aborted: bool,
 }
 
@@ -258,10 +309,12 @@ impl Queue {
             // The server log tells why a request failed (first few only).
             if n < 16 {
                 eprintln!(
-                    "ublk queue {}: tag {tag}: request {:?} failed after {} bytes: {} (last op {:?})",
+                    "ublk queue {}: tag {tag}: request {:?} failed in leg {} after {} bytes: {} \
+                     (last op {:?})",
                     self.cfg.q_id,
                     t.req,
-                    t.done,
+                    t.at.leg,
+                    t.at.done,
                     errno_str(result),
                     t.op
                 );
@@ -282,6 +335,10 @@ impl Queue {
         match plan {
             Plan::Complete(res) => self.commit(tag, res),
             Plan::Submit(op) => self.run_op(tag, op),
+            Plan::SubmitAndCommit { op, result } => {
+                self.tags[usize::from(tag)].commit_as = Some(result);
+                self.run_op(tag, op)
+            }
         }
     }
 
@@ -316,8 +373,12 @@ impl Queue {
         .fetch_add(1, Ordering::Relaxed);
         let t = &mut self.tags[usize::from(tag)];
         t.req = Some(req);
-        t.done = 0;
-        let plan = self.cfg.target.plan(&req, self.data_ref(tag), 0);
+        t.at = Progress::default();
+        t.commit_as = None;
+        let plan = self
+            .cfg
+            .target
+            .plan(&req, self.data_ref(tag), Progress::default());
         self.run_plan(tag, plan)
     }
 
@@ -326,8 +387,18 @@ impl Queue {
         let (Some(req), Some(op)) = (t.req, t.op) else {
             bail!("queue {}: completion for idle tag {tag}", self.cfg.q_id);
         };
+        if let (Some(c), true) = (t.commit_as, res >= 0) {
+            return self.commit(tag, c);
+        }
         let total = req.data_bytes().unwrap_or(0);
-        match on_completion(&op, total, t.done, res) {
+        match on_completion(&op, total, t.at.done, res) {
+            Step::Commit(r) if r >= 0 && t.at.leg + 1 < self.cfg.target.legs(&req) => {
+                // This leg is done: the next one starts from 0 bytes.
+                let at = Progress::leg(t.at.leg + 1);
+                self.tags[usize::from(tag)].at = at;
+                let plan = self.cfg.target.plan(&req, self.data_ref(tag), at);
+                self.run_plan(tag, plan)
+            }
             Step::Commit(r) => self.commit(tag, r),
             Step::Retry(op) => self.run_op(tag, op),
             Step::Continue { done } => {
@@ -335,8 +406,12 @@ impl Queue {
                     .stats
                     .short_transfers
                     .fetch_add(1, Ordering::Relaxed);
-                self.tags[usize::from(tag)].done = done;
-                let plan = self.cfg.target.plan(&req, self.data_ref(tag), done);
+                let at = Progress {
+                    leg: t.at.leg,
+                    done,
+                };
+                self.tags[usize::from(tag)].at = at;
+                let plan = self.cfg.target.plan(&req, self.data_ref(tag), at);
                 self.run_plan(tag, plan)
             }
         }
@@ -463,6 +538,9 @@ pub fn run_queue(cfg: QueueConfig, ready: Sender<(u16, Result<()>)>) -> Result<(
 
 fn setup(cfg: QueueConfig) -> Result<Queue> {
     set_io_flusher()?;
+    if cfg.drop_sys_admin {
+        drop_cap_sys_admin()?;
+    }
     let depth = cfg.depth;
     if depth == 0 || depth > UBLK_MAX_QUEUE_DEPTH {
         bail!("queue depth {depth} out of range 1..=4096");

@@ -34,15 +34,15 @@ fn wait_signal(set: &SigSet, ms: i64) -> Option<i32> {
     (r > 0).then_some(r)
 }
 
-fn dev_state(dev: &Device, log: Option<&PathBuf>) -> DevState {
+fn dev_state(dev: &Device, tcfg: &TargetConfig, log: Option<&PathBuf>) -> DevState {
     let cfg = dev.config();
     DevState {
         id: dev.id(),
         pid: std::process::id() as i32,
-        target: cfg.target.kind().to_string(),
+        target: dev.target().kind().to_string(),
         backing: dev.target().backing(),
         zero_copy: cfg.zero_copy,
-        buffered: matches!(cfg.target, TargetConfig::Loop { buffered: true, .. }),
+        buffered: tcfg.buffered(),
         queues: dev.info().nr_hw_queues,
         depth: dev.info().queue_depth,
         size: dev.target().dev_size(),
@@ -54,6 +54,7 @@ fn dev_state(dev: &Device, log: Option<&PathBuf>) -> DevState {
 /// `on_live` runs once the device is live (its state file written).
 pub fn serve(
     cfg: &DeviceConfig,
+    tcfg: &TargetConfig,
     log: Option<PathBuf>,
     on_live: impl FnOnce(&Device) -> Result<()>,
 ) -> Result<()> {
@@ -62,9 +63,9 @@ pub fn serve(
     let set = stop_signals();
     nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None)
         .context("blocking SIGTERM/SIGINT/SIGHUP")?;
-    let dev = Device::start(cfg)?;
+    let dev = Device::start(cfg, tcfg)?;
     let id = dev.id();
-    if let Err(e) = state::write(&dev_state(&dev, log.as_ref())) {
+    if let Err(e) = state::write(&dev_state(&dev, tcfg, log.as_ref())) {
         eprintln!("ublk{id}: warning: no state file: {e:#}");
     }
     if let Err(e) = on_live(&dev) {
@@ -120,13 +121,13 @@ fn redirect_stdio(log: &PathBuf) -> Result<()> {
 /// Fork a detached server for `cfg` and wait until it reports the device
 /// live.  Returns (device id, server pid, log path) in the parent; the child
 /// never returns.  Must be called while the process has a single thread.
-pub fn spawn_detached(cfg: &DeviceConfig) -> Result<(u32, i32, PathBuf)> {
+pub fn spawn_detached(cfg: &DeviceConfig, tcfg: &TargetConfig) -> Result<(u32, i32, PathBuf)> {
     let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
     // SAFETY: the caller guarantees a single-threaded process.
     match unsafe { nix::unistd::fork() }.context("fork")? {
         nix::unistd::ForkResult::Child => {
             drop(rd);
-            child(cfg, wr)
+            child(cfg, tcfg, wr)
         }
         nix::unistd::ForkResult::Parent { child } => {
             drop(wr);
@@ -152,8 +153,8 @@ pub fn spawn_detached(cfg: &DeviceConfig) -> Result<(u32, i32, PathBuf)> {
     }
 }
 
-fn child(cfg: &DeviceConfig, wr: OwnedFd) -> ! {
-    let code = match child_inner(cfg, wr) {
+fn child(cfg: &DeviceConfig, tcfg: &TargetConfig, wr: OwnedFd) -> ! {
+    let code = match child_inner(cfg, tcfg, wr) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("ublk server: {e:#}");
@@ -163,7 +164,7 @@ fn child(cfg: &DeviceConfig, wr: OwnedFd) -> ! {
     std::process::exit(code)
 }
 
-fn child_inner(cfg: &DeviceConfig, wr: OwnedFd) -> Result<()> {
+fn child_inner(cfg: &DeviceConfig, tcfg: &TargetConfig, wr: OwnedFd) -> Result<()> {
     let mut pipe = Some(std::fs::File::from(wr));
     let report_err = |pipe: &mut Option<std::fs::File>, msg: &str| {
         if let Some(mut p) = pipe.take() {
@@ -179,7 +180,7 @@ fn child_inner(cfg: &DeviceConfig, wr: OwnedFd) -> Result<()> {
         report_err(&mut pipe, &format!("{e:#}"));
         return Err(e);
     }
-    let r = serve(cfg, Some(log.clone()), |dev| {
+    let r = serve(cfg, tcfg, Some(log.clone()), |dev| {
         if let Some(mut p) = pipe.take() {
             p.write_all(format!("OK {} {}\n", dev.id(), log.display()).as_bytes())
                 .context("reporting to the parent")?;

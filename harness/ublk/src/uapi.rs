@@ -1,5 +1,7 @@
 //! The ublk user ABI of Linux 6.1 (`include/uapi/linux/ublk_cmd.h`) plus the
-//! additions of the splice zero-copy series (see `shared/SPEC.md`).
+//! additions of the splice zero-copy series, version 2 (`docs/` and the cover letter):
+//! `UBLK_F_SPLICE_ZC` (bit 63) and the splice position encoding (`UBLK_SPLICE_*`,
+//! [`ublk_splice_pos`]).  Every UAPI constant of the harness lives here.
 //!
 //! Every constant keeps the kernel's name so it can be compared one to one
 //! with the header that the patched kernel installs.  Structures are
@@ -51,8 +53,13 @@ pub const UBLK_F_URING_CMD_COMP_IN_TASK: u64 = 1 << 1;
 pub const UBLK_F_NEED_GET_DATA: u64 = 1 << 2;
 pub const UBLK_F_USER_RECOVERY: u64 = 1 << 3;
 pub const UBLK_F_USER_RECOVERY_REISSUE: u64 = 1 << 4;
-/// Added by the series (patch 4/4): splice based zero copy.
-pub const UBLK_F_SPLICE_ZC: u64 = 1 << 5;
+/// Added by the series: splice based zero copy.  The top bit (series v2), clear of
+/// the bits mainline assigns from the bottom.
+pub const UBLK_F_SPLICE_ZC: u64 = 1 << 63;
+/// Bit 5: mainline's `UBLK_F_UNPRIVILEGED_DEV` (since 6.5), and v1 of the series'
+/// `UBLK_F_SPLICE_ZC`.  Not a flag of this ABI: a 6.1 kernel with series v2 masks it,
+/// and a server that asks for it must not get zero copy.  Named for the tests only.
+pub const UBLK_F_BIT5_UNPRIVILEGED_DEV: u64 = 1 << 5;
 
 /// Every flag this crate knows, with its name, in bit order.
 pub const UBLK_F_NAMES: &[(u64, &str)] = &[
@@ -143,47 +150,95 @@ pub const SPLICE_F_DIRECT: u32 = 0x10;
 /// one reads into the pages the first one produced.  Only with SPLICE_F_DIRECT.
 pub const SPLICE_F_READ_TO_READ: u32 = 0x20;
 
-pub const UBLK_TAG_BITS: u32 = 12;
-pub const UBLK_BUF_SIZE_BITS: u32 = 30;
-pub const UBLK_BUFS_SIZE_BITS: u32 = 42;
+/// Bits of the tag in a splice position (queue depth at most 4096).
+pub const UBLK_SPLICE_TAG_BITS: u32 = 12;
+/// Bits of the byte offset into a request (at most 1 GiB per request).
+pub const UBLK_SPLICE_BUF_BITS: u32 = 30;
+/// Where q_id starts in a splice position.
+pub const UBLK_SPLICE_QID_OFF: u32 = 42;
+/// Largest request (bytes) one splice window can describe: 1 GiB.  The driver caps
+/// max_io_buf_bytes to it in UBLK_F_SPLICE_ZC mode.
+pub const UBLK_SPLICE_BUF_MAX_SIZE: u64 = 1 << UBLK_SPLICE_BUF_BITS;
 
-/// Largest request (bytes) one splice window can describe: 1 GiB.  The
-/// driver caps max_io_buf_bytes to it in UBLK_F_SPLICE_ZC mode.
-pub const UBLK_BUF_MAX_SIZE: u64 = 1 << UBLK_BUF_SIZE_BITS;
+const SPLICE_TAG_MASK: u64 = (1 << UBLK_SPLICE_TAG_BITS) - 1;
+const SPLICE_OFF_MASK: u64 = (1 << UBLK_SPLICE_BUF_BITS) - 1;
 
-/// Splice position on /dev/ublkcN for (q_id, tag) at `offset` bytes into the
-/// request: `(q_id << 42) | ((tag << 30) + offset)`.
-///
-/// The caller keeps `tag < 4096` and `offset < 1 GiB` (see
-/// [`try_ublk_pos`] for a checked variant); the value is then never negative
-/// as an `loff_t` for any q_id below 2^21.
-pub const fn ublk_pos(q_id: u16, tag: u16, offset: u32) -> u64 {
-    ((q_id as u64) << UBLK_BUFS_SIZE_BITS) | (((tag as u64) << UBLK_BUF_SIZE_BITS) + offset as u64)
+/// Splice position on /dev/ublkcN for (q_id, tag) at `offset` bytes into the request:
+/// `(q_id << 42) | (tag << 30) | offset`, as the kernel header's `ublk_splice_pos()`
+/// builds it: the tag is masked to 12 bits and the offset to 30, so an offset never
+/// carries into the tag nor a tag into q_id.  A position is a valid `loff_t` for every
+/// q_id.  Use [`try_ublk_splice_pos`] to have out-of-range fields refused instead.
+pub const fn ublk_splice_pos(q_id: u16, tag: u16, offset: u32) -> u64 {
+    ((q_id as u64) << UBLK_SPLICE_QID_OFF)
+        | (((tag as u64) & SPLICE_TAG_MASK) << UBLK_SPLICE_BUF_BITS)
+        | ((offset as u64) & SPLICE_OFF_MASK)
 }
 
-/// Checked [`ublk_pos`]: rejects a tag beyond UBLK_TAG_BITS and an offset of
-/// 1 GiB or more (which would spill into the tag field).
-pub fn try_ublk_pos(q_id: u16, tag: u16, offset: u64) -> Option<u64> {
-    if u32::from(tag) >= (1 << UBLK_TAG_BITS) || offset >= UBLK_BUF_MAX_SIZE {
-        return None;
+/// Why a splice position cannot be built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SplicePosError {
+    /// The tag does not fit UBLK_SPLICE_TAG_BITS.
+    Tag(u16),
+    /// offset (+ len) reaches past the request window of UBLK_SPLICE_BUF_MAX_SIZE.
+    Offset { offset: u64, len: u64 },
+}
+
+impl std::fmt::Display for SplicePosError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            SplicePosError::Tag(t) => write!(
+                f,
+                "tag {t} does not fit in UBLK_SPLICE_TAG_BITS ({UBLK_SPLICE_TAG_BITS} bits)"
+            ),
+            SplicePosError::Offset { offset, len } => write!(
+                f,
+                "offset {offset} + length {len} reaches past a request's splice window \
+                 (UBLK_SPLICE_BUF_MAX_SIZE = {UBLK_SPLICE_BUF_MAX_SIZE} bytes)"
+            ),
+        }
     }
-    Some(ublk_pos(q_id, tag, offset as u32))
 }
 
-/// q_id of a splice position (u32 like the kernel's helper: a position can
-/// name a queue beyond u16, which the driver then rejects).
-pub const fn ublk_pos_to_hwq(pos: u64) -> u32 {
-    (pos >> UBLK_BUFS_SIZE_BITS) as u32
+impl std::error::Error for SplicePosError {}
+
+/// Checked [`ublk_splice_pos`]: refuses a tag beyond UBLK_SPLICE_TAG_BITS and an offset
+/// of 1 GiB or more (which would carry into the tag field).
+pub fn try_ublk_splice_pos(q_id: u16, tag: u16, offset: u64) -> Result<u64, SplicePosError> {
+    try_ublk_splice_range(q_id, tag, offset, 0)
 }
 
-/// tag of a splice position.
-pub const fn ublk_pos_to_tag(pos: u64) -> u16 {
-    ((pos >> UBLK_BUF_SIZE_BITS) & ((1 << UBLK_TAG_BITS) - 1)) as u16
+/// Checked position of a splice of `len` bytes at `offset`: the whole range
+/// `[offset, offset + len)` must lie in the request's window.
+pub fn try_ublk_splice_range(
+    q_id: u16,
+    tag: u16,
+    offset: u64,
+    len: u64,
+) -> Result<u64, SplicePosError> {
+    if u64::from(tag) > SPLICE_TAG_MASK {
+        return Err(SplicePosError::Tag(tag));
+    }
+    let end = offset.checked_add(len);
+    if offset > SPLICE_OFF_MASK || end.is_none_or(|e| e > UBLK_SPLICE_BUF_MAX_SIZE) {
+        return Err(SplicePosError::Offset { offset, len });
+    }
+    Ok(ublk_splice_pos(q_id, tag, offset as u32))
+}
+
+/// q_id of a splice position (u32: a foreign position can name a queue beyond u16,
+/// which the driver then rejects).
+pub const fn ublk_splice_pos_to_qid(pos: u64) -> u32 {
+    (pos >> UBLK_SPLICE_QID_OFF) as u32
+}
+
+/// Tag of a splice position.
+pub const fn ublk_splice_pos_to_tag(pos: u64) -> u16 {
+    ((pos >> UBLK_SPLICE_BUF_BITS) & SPLICE_TAG_MASK) as u16
 }
 
 /// Byte offset into the request of a splice position.
-pub const fn ublk_pos_to_buf_off(pos: u64) -> u32 {
-    (pos & ((1 << UBLK_BUF_SIZE_BITS) - 1)) as u32
+pub const fn ublk_splice_pos_to_off(pos: u64) -> u32 {
+    (pos & SPLICE_OFF_MASK) as u32
 }
 
 // ---------------------------------------------------------------------------
@@ -442,11 +497,20 @@ mod tests {
         assert_eq!(UBLK_IO_COMMIT_AND_FETCH_REQ, 0x21);
         assert_eq!(UBLK_IO_NEED_GET_DATA, 0x22);
         assert_eq!(UBLK_IO_RES_ABORT, -19);
-        assert_eq!(UBLK_F_SPLICE_ZC, 0x20);
+        assert_eq!(UBLK_F_SPLICE_ZC, 0x8000_0000_0000_0000);
+        assert_eq!(UBLK_F_BIT5_UNPRIVILEGED_DEV, 0x20);
+        assert_eq!(UBLK_F_SPLICE_ZC & UBLK_F_BIT5_UNPRIVILEGED_DEV, 0);
         assert_eq!(SPLICE_F_DIRECT, 0x10);
         assert_eq!(SPLICE_F_READ_TO_READ, 0x20);
-        assert_eq!(UBLK_MAX_QUEUE_DEPTH, 1 << UBLK_TAG_BITS);
-        assert_eq!(UBLK_BUFS_SIZE_BITS, UBLK_BUF_SIZE_BITS + UBLK_TAG_BITS);
+        assert_eq!(UBLK_SPLICE_TAG_BITS, 12);
+        assert_eq!(UBLK_SPLICE_BUF_BITS, 30);
+        assert_eq!(UBLK_SPLICE_QID_OFF, 42);
+        assert_eq!(UBLK_SPLICE_BUF_MAX_SIZE, 1 << 30);
+        assert_eq!(UBLK_MAX_QUEUE_DEPTH, 1 << UBLK_SPLICE_TAG_BITS);
+        assert_eq!(
+            UBLK_SPLICE_QID_OFF,
+            UBLK_SPLICE_BUF_BITS + UBLK_SPLICE_TAG_BITS
+        );
         // The internal splice flags must not collide with the public ones
         // (MOVE 1, NONBLOCK 2, MORE 4, GIFT 8).
         assert_eq!((SPLICE_F_DIRECT | SPLICE_F_READ_TO_READ) & 0xf, 0);
@@ -455,25 +519,26 @@ mod tests {
 
     #[test]
     fn pos_build_and_split() {
-        assert_eq!(ublk_pos(0, 0, 0), 0);
-        assert_eq!(ublk_pos(0, 1, 0), 1 << 30);
-        assert_eq!(ublk_pos(1, 0, 0), 1 << 42);
-        assert_eq!(ublk_pos(3, 5, 4096), (3 << 42) | ((5 << 30) + 4096));
-        let p = ublk_pos(2, 4095, (1 << 30) - 1);
-        assert_eq!(ublk_pos_to_hwq(p), 2);
-        assert_eq!(ublk_pos_to_tag(p), 4095);
-        assert_eq!(ublk_pos_to_buf_off(p), (1 << 30) - 1);
+        assert_eq!(ublk_splice_pos(0, 0, 0), 0);
+        assert_eq!(ublk_splice_pos(0, 1, 0), 1 << 30);
+        assert_eq!(ublk_splice_pos(1, 0, 0), 1 << 42);
+        assert_eq!(ublk_splice_pos(3, 5, 4096), (3 << 42) | ((5 << 30) + 4096));
+        let p = ublk_splice_pos(2, 4095, (1 << 30) - 1);
+        assert_eq!(ublk_splice_pos_to_qid(p), 2);
+        assert_eq!(ublk_splice_pos_to_tag(p), 4095);
+        assert_eq!(ublk_splice_pos_to_off(p), (1 << 30) - 1);
     }
 
     #[test]
     fn pos_round_trips() {
-        for q in [0u16, 1, 2, 7, 255, 1023] {
+        for q in [0u16, 1, 2, 7, 255, 1023, u16::MAX] {
             for tag in [0u16, 1, 127, 128, 2048, 4095] {
                 for off in [0u32, 1, 511, 512, 4096, 524_288, (1 << 30) - 1] {
-                    let p = ublk_pos(q, tag, off);
-                    assert_eq!(ublk_pos_to_hwq(p), u32::from(q));
-                    assert_eq!(ublk_pos_to_tag(p), tag);
-                    assert_eq!(ublk_pos_to_buf_off(p), off);
+                    let p = ublk_splice_pos(q, tag, off);
+                    assert_eq!(ublk_splice_pos_to_qid(p), u32::from(q));
+                    assert_eq!(ublk_splice_pos_to_tag(p), tag);
+                    assert_eq!(ublk_splice_pos_to_off(p), off);
+                    assert_eq!(try_ublk_splice_pos(q, tag, u64::from(off)), Ok(p));
                     // A valid loff_t.
                     assert!(p <= i64::MAX as u64);
                 }
@@ -482,23 +547,63 @@ mod tests {
     }
 
     #[test]
-    fn pos_split_of_foreign_values() {
-        // Positions a caller did not build with ublk_pos still split into
-        // fields the driver range-checks.
-        assert_eq!(ublk_pos_to_hwq(u64::MAX), (1 << 22) - 1);
-        assert_eq!(ublk_pos_to_tag(u64::MAX), 4095);
-        assert_eq!(ublk_pos_to_buf_off(u64::MAX), (1 << 30) - 1);
+    fn pos_never_carries() {
+        // v1 added the offset to the tag field: an offset of 1 GiB became tag + 1.
+        // The v2 encoding masks each field: nothing spills into its neighbour.
+        assert_eq!(ublk_splice_pos(0, 0, 1 << 30), 0);
+        assert_eq!(
+            ublk_splice_pos(0, 7, u32::MAX),
+            ublk_splice_pos(0, 7, (1 << 30) - 1)
+        );
+        assert_eq!(ublk_splice_pos_to_tag(ublk_splice_pos(0, 7, u32::MAX)), 7);
+        assert_eq!(ublk_splice_pos(0, 4096, 0), 0);
+        assert_eq!(ublk_splice_pos_to_qid(ublk_splice_pos(3, u16::MAX, 0)), 3);
+        assert_eq!(
+            ublk_splice_pos_to_tag(ublk_splice_pos(3, u16::MAX, 0)),
+            4095
+        );
     }
 
     #[test]
-    fn pos_limits() {
-        assert!(try_ublk_pos(0, 4095, (1 << 30) - 1).is_some());
-        assert!(try_ublk_pos(0, 4096, 0).is_none());
-        assert!(try_ublk_pos(0, 0, 1 << 30).is_none());
-        assert_eq!(try_ublk_pos(1, 2, 3), Some(ublk_pos(1, 2, 3)));
-        // Windows of consecutive tags do not overlap.
-        assert_eq!(ublk_pos(0, 1, 0) - ublk_pos(0, 0, (1 << 30) - 1), 1);
-        assert_eq!(ublk_pos(1, 0, 0) - ublk_pos(0, 4095, (1 << 30) - 1), 1);
+    fn pos_checked_refuses_out_of_range() {
+        assert!(try_ublk_splice_pos(0, 4095, (1 << 30) - 1).is_ok());
+        assert_eq!(
+            try_ublk_splice_pos(0, 4096, 0),
+            Err(SplicePosError::Tag(4096))
+        );
+        assert_eq!(
+            try_ublk_splice_pos(0, 0, 1 << 30),
+            Err(SplicePosError::Offset {
+                offset: 1 << 30,
+                len: 0
+            })
+        );
+        assert_eq!(try_ublk_splice_pos(1, 2, 3), Ok(ublk_splice_pos(1, 2, 3)));
+        // Ranges: the last byte of the window is the limit.
+        assert!(try_ublk_splice_range(0, 1, (1 << 30) - 4096, 4096).is_ok());
+        assert!(try_ublk_splice_range(0, 1, (1 << 30) - 4096, 4097).is_err());
+        assert!(try_ublk_splice_range(0, 1, 0, 1 << 30).is_ok());
+        assert!(try_ublk_splice_range(0, 1, 1, u64::MAX).is_err());
+        let e = try_ublk_splice_pos(0, 5000, 0).unwrap_err().to_string();
+        assert!(e.contains("UBLK_SPLICE_TAG_BITS"), "{e}");
+        // Windows of consecutive tags and queues are adjacent, never overlapping.
+        assert_eq!(
+            ublk_splice_pos(0, 1, 0) - ublk_splice_pos(0, 0, (1 << 30) - 1),
+            1
+        );
+        assert_eq!(
+            ublk_splice_pos(1, 0, 0) - ublk_splice_pos(0, 4095, (1 << 30) - 1),
+            1
+        );
+    }
+
+    #[test]
+    fn pos_split_of_foreign_values() {
+        // Positions a caller did not build with ublk_splice_pos still split into fields
+        // the driver range-checks.
+        assert_eq!(ublk_splice_pos_to_qid(u64::MAX), (1 << 22) - 1);
+        assert_eq!(ublk_splice_pos_to_tag(u64::MAX), 4095);
+        assert_eq!(ublk_splice_pos_to_off(u64::MAX), (1 << 30) - 1);
     }
 
     #[test]
@@ -528,6 +633,12 @@ mod tests {
         assert_eq!(
             flag_names(UBLK_F_SPLICE_ZC | UBLK_F_NEED_GET_DATA),
             "NEED_GET_DATA|SPLICE_ZC"
+        );
+        assert_eq!(flag_names(1 << 63), "SPLICE_ZC");
+        assert_eq!(flag_names(UBLK_F_BIT5_UNPRIVILEGED_DEV), "0x20");
+        assert_eq!(
+            flag_names(UBLK_F_SPLICE_ZC | UBLK_F_BIT5_UNPRIVILEGED_DEV | 1),
+            "SUPPORT_ZERO_COPY|SPLICE_ZC|0x20"
         );
         assert_eq!(flag_names(1 << 40), "0x10000000000");
         assert_eq!(state_name(UBLK_S_DEV_LIVE), "LIVE");

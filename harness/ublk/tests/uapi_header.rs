@@ -1,7 +1,9 @@
-//! The harness's UAPI constants and position encoding against the header that the patched
-//! kernel installs (`make headers_install`, see scripts/uapi-headers.sh): a C program built
-//! against that header prints the values, and each is compared with the Rust side.
-//! SPLICE_F_* are kernel-internal, so they are read from the patched tree's splice.h.
+//! The harness's UAPI constants, struct layouts and splice position encoding against the
+//! header that the patched kernel installs (`make headers_install`, see
+//! scripts/uapi-headers.sh): a C program built against that header prints the values, the
+//! sizes and the `offsetof` of every field, and each is compared with the Rust side
+//! (`size_of`, `offset_of!`).  SPLICE_F_* are kernel-internal, so they are read from the
+//! patched tree's splice.h.
 //!
 //! Needs UBLK_UAPI_INCLUDE (the installed include dir) and UBLK_KERNEL_SRC (the patched
 //! tree); without them the tests fail and say so.
@@ -31,6 +33,40 @@ const POS_SAMPLES: &[(u16, u16, u32)] = &[
     (65535, 4095, (1 << 30) - 1),
 ];
 
+/// Tags and offsets out of their fields' range: (q_id, tag, offset).
+const MASK_SAMPLES: &[(u16, u16, u32)] = &[
+    (0, 4096, 0),
+    (0, 65535, 0),
+    (0, 7, 1 << 30),
+    (3, 7, u32::MAX),
+];
+
+type Layout = (&'static str, usize, Vec<(&'static str, usize)>);
+
+/// Every UAPI struct: (name, size, [(field, offset)]) as the Rust side lays them out.
+fn layouts() -> Vec<Layout> {
+    use std::mem::{offset_of, size_of};
+    use uapi::*;
+    macro_rules! layout {
+        ($s:ident: $($f:ident),+) => {
+            (stringify!($s), size_of::<$s>(), vec![$((stringify!($f), offset_of!($s, $f))),+])
+        };
+    }
+    vec![
+        layout!(ublksrv_ctrl_cmd: dev_id, queue_id, len, addr, data),
+        layout!(ublksrv_ctrl_dev_info: nr_hw_queues, queue_depth, state, pad0,
+            max_io_buf_bytes, dev_id, ublksrv_pid, pad1, flags, ublksrv_flags, reserved0,
+            reserved1, reserved2),
+        layout!(ublksrv_io_desc: op_flags, nr_sectors, start_sector, addr),
+        layout!(ublksrv_io_cmd: q_id, tag, result, addr),
+        layout!(ublk_param_basic: attrs, logical_bs_shift, physical_bs_shift, io_opt_shift,
+            io_min_shift, max_sectors, chunk_sectors, dev_sectors, virt_boundary_mask),
+        layout!(ublk_param_discard: discard_alignment, discard_granularity,
+            max_discard_sectors, max_write_zeroes_sectors, max_discard_segments, reserved0),
+        layout!(ublk_params: len, types, basic, discard),
+    ]
+}
+
 /// Builds and runs a C program against the installed header; returns NAME -> value.
 fn header_values() -> Result<HashMap<String, u64>> {
     let include = env_path("UBLK_UAPI_INCLUDE")?;
@@ -39,7 +75,7 @@ fn header_values() -> Result<HashMap<String, u64>> {
         bail!("{} does not exist", header.display());
     }
     let mut c = String::from(
-        "#include <stdio.h>\n#include <linux/ublk_cmd.h>\n\
+        "#include <stdio.h>\n#include <stddef.h>\n#include <linux/ublk_cmd.h>\n\
          #define P(n, x) printf(\"%s %llu\\n\", n, (unsigned long long)(x))\n\
          int main(void)\n{\n",
     );
@@ -50,10 +86,10 @@ fn header_values() -> Result<HashMap<String, u64>> {
         "UBLK_F_NEED_GET_DATA",
         "UBLK_F_USER_RECOVERY",
         "UBLK_F_USER_RECOVERY_REISSUE",
-        "UBLK_TAG_BITS",
-        "UBLK_BUF_SIZE_BITS",
-        "UBLK_BUFS_SIZE_BITS",
-        "UBLK_BUF_MAX_SIZE",
+        "UBLK_SPLICE_TAG_BITS",
+        "UBLK_SPLICE_BUF_BITS",
+        "UBLK_SPLICE_QID_OFF",
+        "UBLK_SPLICE_BUF_MAX_SIZE",
         "UBLK_MAX_QUEUE_DEPTH",
         "UBLK_CMD_ADD_DEV",
         "UBLK_CMD_DEL_DEV",
@@ -67,21 +103,26 @@ fn header_values() -> Result<HashMap<String, u64>> {
     ] {
         c.push_str(&format!("\tP(\"{name}\", {name});\n"));
     }
-    for s in [
-        "ublksrv_ctrl_cmd",
-        "ublksrv_ctrl_dev_info",
-        "ublksrv_io_desc",
-        "ublksrv_io_cmd",
-        "ublk_params",
-    ] {
+    for (s, _, fields) in layouts() {
         c.push_str(&format!("\tP(\"sizeof {s}\", sizeof(struct {s}));\n"));
+        for (f, _) in fields {
+            c.push_str(&format!(
+                "\tP(\"offsetof {s}.{f}\", offsetof(struct {s}, {f}));\n"
+            ));
+        }
     }
     for (i, (q, t, o)) in POS_SAMPLES.iter().enumerate() {
         c.push_str(&format!(
-            "\tP(\"pos{i}\", ublk_pos({q}, {t}, {o}u));\n\
-             \tP(\"hwq{i}\", ublk_pos_to_hwq(ublk_pos({q}, {t}, {o}u)));\n\
-             \tP(\"tag{i}\", ublk_pos_to_tag(ublk_pos({q}, {t}, {o}u)));\n\
-             \tP(\"off{i}\", ublk_pos_to_buf_off(ublk_pos({q}, {t}, {o}u)));\n"
+            "\tP(\"pos{i}\", ublk_splice_pos({q}, {t}, {o}u));\n\
+             \tP(\"qid{i}\", ublk_splice_pos_to_qid(ublk_splice_pos({q}, {t}, {o}u)));\n\
+             \tP(\"tag{i}\", ublk_splice_pos_to_tag(ublk_splice_pos({q}, {t}, {o}u)));\n\
+             \tP(\"off{i}\", ublk_splice_pos_to_off(ublk_splice_pos({q}, {t}, {o}u)));\n"
+        ));
+    }
+    // Out-of-range fields: the header masks them, as ublk_splice_pos() does.
+    for (i, (q, t, o)) in MASK_SAMPLES.iter().enumerate() {
+        c.push_str(&format!(
+            "\tP(\"mask{i}\", ublk_splice_pos({q}, {t}, {o}u));\n"
         ));
     }
     c.push_str("\treturn 0;\n}\n");
@@ -149,10 +190,16 @@ fn flags_and_bits_match_installed_header() -> Result<()> {
             "UBLK_F_USER_RECOVERY_REISSUE",
             uapi::UBLK_F_USER_RECOVERY_REISSUE,
         ),
-        ("UBLK_TAG_BITS", u64::from(uapi::UBLK_TAG_BITS)),
-        ("UBLK_BUF_SIZE_BITS", u64::from(uapi::UBLK_BUF_SIZE_BITS)),
-        ("UBLK_BUFS_SIZE_BITS", u64::from(uapi::UBLK_BUFS_SIZE_BITS)),
-        ("UBLK_BUF_MAX_SIZE", uapi::UBLK_BUF_MAX_SIZE),
+        (
+            "UBLK_SPLICE_TAG_BITS",
+            u64::from(uapi::UBLK_SPLICE_TAG_BITS),
+        ),
+        (
+            "UBLK_SPLICE_BUF_BITS",
+            u64::from(uapi::UBLK_SPLICE_BUF_BITS),
+        ),
+        ("UBLK_SPLICE_QID_OFF", u64::from(uapi::UBLK_SPLICE_QID_OFF)),
+        ("UBLK_SPLICE_BUF_MAX_SIZE", uapi::UBLK_SPLICE_BUF_MAX_SIZE),
         (
             "UBLK_MAX_QUEUE_DEPTH",
             u64::from(uapi::UBLK_MAX_QUEUE_DEPTH),
@@ -183,30 +230,22 @@ fn flags_and_bits_match_installed_header() -> Result<()> {
 }
 
 #[test]
-fn struct_sizes_match_installed_header() -> Result<()> {
+fn struct_layouts_match_installed_header() -> Result<()> {
     let v = header_values()?;
-    let sizes: &[(&str, usize)] = &[
-        (
-            "ublksrv_ctrl_cmd",
-            std::mem::size_of::<uapi::ublksrv_ctrl_cmd>(),
-        ),
-        (
-            "ublksrv_ctrl_dev_info",
-            std::mem::size_of::<uapi::ublksrv_ctrl_dev_info>(),
-        ),
-        (
-            "ublksrv_io_desc",
-            std::mem::size_of::<uapi::ublksrv_io_desc>(),
-        ),
-        (
-            "ublksrv_io_cmd",
-            std::mem::size_of::<uapi::ublksrv_io_cmd>(),
-        ),
-        ("ublk_params", std::mem::size_of::<uapi::ublk_params>()),
-    ];
-    for (name, ours) in sizes {
-        assert_eq!(get(&v, &format!("sizeof {name}")), *ours as u64, "{name}");
+    let mut mismatches = Vec::new();
+    for (s, size, fields) in layouts() {
+        let h = get(&v, &format!("sizeof {s}"));
+        if h != size as u64 {
+            mismatches.push(format!("sizeof(struct {s}): header {h}, harness {size}"));
+        }
+        for (f, off) in fields {
+            let h = get(&v, &format!("offsetof {s}.{f}"));
+            if h != off as u64 {
+                mismatches.push(format!("offsetof({s}, {f}): header {h}, harness {off}"));
+            }
+        }
     }
+    assert!(mismatches.is_empty(), "layout mismatches: {mismatches:#?}");
     Ok(())
 }
 
@@ -214,22 +253,33 @@ fn struct_sizes_match_installed_header() -> Result<()> {
 fn position_encoding_matches_installed_header() -> Result<()> {
     let v = header_values()?;
     for (i, &(q, t, o)) in POS_SAMPLES.iter().enumerate() {
-        let pos = uapi::ublk_pos(q, t, o);
-        assert_eq!(get(&v, &format!("pos{i}")), pos, "ublk_pos({q}, {t}, {o})");
+        let pos = uapi::ublk_splice_pos(q, t, o);
         assert_eq!(
-            get(&v, &format!("hwq{i}")),
-            u64::from(uapi::ublk_pos_to_hwq(pos)),
-            "hwq of {pos:#x}"
+            get(&v, &format!("pos{i}")),
+            pos,
+            "ublk_splice_pos({q}, {t}, {o})"
+        );
+        assert_eq!(
+            get(&v, &format!("qid{i}")),
+            u64::from(uapi::ublk_splice_pos_to_qid(pos)),
+            "q_id of {pos:#x}"
         );
         assert_eq!(
             get(&v, &format!("tag{i}")),
-            u64::from(uapi::ublk_pos_to_tag(pos)),
+            u64::from(uapi::ublk_splice_pos_to_tag(pos)),
             "tag of {pos:#x}"
         );
         assert_eq!(
             get(&v, &format!("off{i}")),
-            u64::from(uapi::ublk_pos_to_buf_off(pos)),
+            u64::from(uapi::ublk_splice_pos_to_off(pos)),
             "offset of {pos:#x}"
+        );
+    }
+    for (i, &(q, t, o)) in MASK_SAMPLES.iter().enumerate() {
+        assert_eq!(
+            get(&v, &format!("mask{i}")),
+            uapi::ublk_splice_pos(q, t, o),
+            "ublk_splice_pos({q}, {t}, {o}) must mask the tag and the offset"
         );
     }
     Ok(())

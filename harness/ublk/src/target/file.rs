@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use super::{basic_params, data_op, DataRef, IoOp, Plan, Request, Target, MAX_DISCARD_SECTORS};
+use super::{
+    basic_params, data_op, DataRef, IoOp, Plan, Progress, Request, Target, MAX_DISCARD_SECTORS,
+};
 use crate::uapi::*;
 
 // <linux/fs.h> block ioctls.
@@ -152,20 +154,15 @@ fn ioctl_int(fd: RawFd, req: u64) -> io::Result<i32> {
 
 /// Smallest O_DIRECT block the file accepts: try a 512-byte read, then 4096.
 fn probe_direct_block(fd: RawFd, size: u64) -> Result<u8> {
-    let layout = std::alloc::Layout::from_size_align(4096, 4096).context("layout")?;
-    // SAFETY: non-zero size; freed below.
-    let buf = unsafe { std::alloc::alloc_zeroed(layout) };
-    if buf.is_null() {
-        bail!("out of memory");
-    }
+    let mut buf = crate::buf::AlignedBuf::new(4096);
     let mut result = Err(anyhow::anyhow!("file too small for an O_DIRECT probe"));
     for shift in [9u8, 12] {
         let len = 1usize << shift;
         if (len as u64) > size {
             break;
         }
-        // SAFETY: buf holds 4096 bytes.
-        let r = unsafe { libc::pread(fd, buf.cast(), len, 0) };
+        // SAFETY: buf holds 4096 >= len writable bytes; fd is the caller's open file.
+        let r = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), len, 0) };
         if r >= 0 {
             result = Ok(shift);
             break;
@@ -177,8 +174,6 @@ fn probe_direct_block(fd: RawFd, size: u64) -> Result<u8> {
         }
         result = Err(e).context("O_DIRECT probe read: no block size accepted");
     }
-    // SAFETY: allocated above with this layout.
-    unsafe { std::alloc::dealloc(buf, layout) };
     result
 }
 
@@ -273,6 +268,44 @@ impl LoopTarget {
     pub fn is_buffered(&self) -> bool {
         self.buffered
     }
+
+    /// log2 of the logical block size.
+    pub fn logical_bs_shift(&self) -> u8 {
+        self.logical_bs_shift
+    }
+
+    /// Does the backing do discard?
+    pub fn discards(&self) -> bool {
+        self.discard
+    }
+}
+
+/// SET_PARAMS of a file-backed target.
+pub fn loop_params(
+    size: u64,
+    logical_bs_shift: u8,
+    discard: bool,
+    max_io_buf_bytes: u32,
+) -> ublk_params {
+    let lbs = 1u32 << logical_bs_shift;
+    ublk_params {
+        len: std::mem::size_of::<ublk_params>() as u32,
+        types: UBLK_PARAM_TYPE_BASIC | UBLK_PARAM_TYPE_DISCARD,
+        basic: basic_params(
+            size,
+            logical_bs_shift,
+            max_io_buf_bytes,
+            UBLK_ATTR_VOLATILE_CACHE,
+        ),
+        discard: ublk_param_discard {
+            discard_alignment: 0,
+            discard_granularity: lbs.max(4096),
+            max_discard_sectors: if discard { MAX_DISCARD_SECTORS } else { 0 },
+            max_write_zeroes_sectors: MAX_DISCARD_SECTORS,
+            max_discard_segments: 1,
+            reserved0: 0,
+        },
+    }
 }
 
 impl Target for LoopTarget {
@@ -289,29 +322,16 @@ impl Target for LoopTarget {
     }
 
     fn params(&self, max_io_buf_bytes: u32) -> ublk_params {
-        let lbs = 1u32 << self.logical_bs_shift;
-        ublk_params {
-            len: std::mem::size_of::<ublk_params>() as u32,
-            types: UBLK_PARAM_TYPE_BASIC | UBLK_PARAM_TYPE_DISCARD,
-            basic: basic_params(
-                self.size,
-                self.logical_bs_shift,
-                max_io_buf_bytes,
-                UBLK_ATTR_VOLATILE_CACHE,
-            ),
-            discard: ublk_param_discard {
-                discard_alignment: 0,
-                discard_granularity: lbs.max(4096),
-                max_discard_sectors: if self.discard { MAX_DISCARD_SECTORS } else { 0 },
-                max_write_zeroes_sectors: MAX_DISCARD_SECTORS,
-                max_discard_segments: 1,
-                reserved0: 0,
-            },
-        }
+        loop_params(
+            self.size,
+            self.logical_bs_shift,
+            self.discard,
+            max_io_buf_bytes,
+        )
     }
 
-    fn plan(&self, req: &Request, data: DataRef, done: u32) -> Plan {
-        plan_loop(&self.backing_info(), req, data, done)
+    fn plan(&self, req: &Request, data: DataRef, at: Progress) -> Plan {
+        plan_loop(&self.backing_info(), req, data, at.done)
     }
 }
 
@@ -369,7 +389,7 @@ mod tests {
             plan_loop(&FILE, &req(UBLK_IO_OP_READ, 16, 8), z, 0),
             Plan::Submit(IoOp::Splice {
                 fd_in: 11,
-                off_in: ublk_pos(0, 3, 0),
+                off_in: ublk_splice_pos(0, 3, 0),
                 fd_out: 5,
                 off_out: 8192,
                 len: 4096,
@@ -380,7 +400,7 @@ mod tests {
             plan_loop(&FILE, &req(UBLK_IO_OP_WRITE, 16, 8), z, 1024),
             Plan::Submit(IoOp::Splice {
                 fd_in: 11,
-                off_in: ublk_pos(0, 3, 1024),
+                off_in: ublk_splice_pos(0, 3, 1024),
                 fd_out: 5,
                 off_out: 8192 + 1024,
                 len: 3072,

@@ -8,6 +8,7 @@
 //! that is pure and unit-tested; only the queue touches the ring.
 
 pub mod file;
+pub mod mirror;
 pub mod null;
 
 use std::os::fd::RawFd;
@@ -17,6 +18,7 @@ use io_uring::{opcode, squeue, types};
 use crate::uapi::*;
 
 pub use file::{Backing, BackingKind, LoopTarget};
+pub use mirror::MirrorTarget;
 pub use null::NullTarget;
 
 /// One request as the driver described it in the io descriptor array.
@@ -68,7 +70,7 @@ pub enum DataRef {
     /// Copy mode: the server buffer of this tag (the driver copies to/from it).
     Buffer { addr: u64 },
     /// Zero-copy mode (UBLK_F_SPLICE_ZC): no server buffer; the data is moved
-    /// by splicing from the char device at `ublk_pos(q_id, tag, offset)`.
+    /// by splicing from the char device at `ublk_splice_pos(q_id, tag, offset)`.
     ZeroCopy { char_fd: RawFd },
 }
 
@@ -224,6 +226,25 @@ pub enum Plan {
     Complete(i32),
     /// Run this op, then call [`on_completion`].
     Submit(IoOp),
+    /// Run this op; once it succeeds, commit `result` whatever it moved (a failed op
+    /// still commits its error).  For test targets that misreport a request on purpose,
+    /// e.g. a READ committed with more bytes than were filled.
+    SubmitAndCommit { op: IoOp, result: i32 },
+}
+
+/// How far a request has got: which of the target's legs runs (see
+/// [`Target::legs`]) and how many bytes of that leg's data op are done.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub leg: u8,
+    pub done: u32,
+}
+
+impl Progress {
+    /// The start of leg `leg`.
+    pub const fn leg(leg: u8) -> Progress {
+        Progress { leg, done: 0 }
+    }
 }
 
 /// What to do after an op completed.
@@ -289,8 +310,13 @@ pub fn on_completion(op: &IoOp, total: u32, done: u32, res: i32) -> Step {
 }
 
 /// A ublk target.  Shared by all queue threads.
+///
+/// A request runs as one or more legs (a mirror writes a WRITE to each of its files):
+/// each leg is planned from [`Progress::leg`]`(n)`, a short data op continues within the
+/// leg, and the request is committed with the result of its last leg.  An error ends
+/// the request at once.
 pub trait Target: Send + Sync {
-    /// "null" or "loop".
+    /// "null", "loop", "mirror", or a test target's name.
     fn kind(&self) -> &'static str;
     /// Backing file or device, or "-".
     fn backing(&self) -> String;
@@ -298,15 +324,19 @@ pub trait Target: Send + Sync {
     fn dev_size(&self) -> u64;
     /// Parameters for SET_PARAMS.  `max_io_buf_bytes` as ADD_DEV granted it.
     fn params(&self, max_io_buf_bytes: u32) -> ublk_params;
-    /// Plan (the rest of) a request: `done` bytes of it are already moved.
-    fn plan(&self, req: &Request, data: DataRef, done: u32) -> Plan;
+    /// Plan (the rest of) leg `at.leg` of a request: `at.done` bytes of it are moved.
+    fn plan(&self, req: &Request, data: DataRef, at: Progress) -> Plan;
+    /// How many legs `req` runs, one after another (1 unless the target says more).
+    fn legs(&self, _req: &Request) -> u8 {
+        1
+    }
 }
 
 /// The op that moves `req`'s data between the request and `fd` from `done`
 /// bytes on: a plain read/write against the server buffer in copy mode, a
 /// splice through the char device in zero-copy mode.
 ///
-/// Zero copy: `fd_in` = /dev/ublkcN at `ublk_pos(q_id, tag, done)`,
+/// Zero copy: `fd_in` = /dev/ublkcN at `ublk_splice_pos(q_id, tag, done)`,
 /// `fd_out` = the backing file at `(start_sector << 9) + done`; WRITE uses
 /// SPLICE_F_DIRECT (request pages -> backing `->splice_write`), READ uses
 /// SPLICE_F_DIRECT | SPLICE_F_READ_TO_READ (backing reads into request pages).
@@ -335,7 +365,7 @@ pub fn data_op(req: &Request, data: DataRef, fd: RawFd, done: u32) -> Option<IoO
         },
         (DataRef::ZeroCopy { char_fd }, op) => IoOp::Splice {
             fd_in: char_fd,
-            off_in: ublk_pos(req.q_id, req.tag, done),
+            off_in: ublk_splice_pos(req.q_id, req.tag, done),
             fd_out: fd,
             off_out: offset,
             len,
@@ -437,7 +467,7 @@ mod tests {
             w,
             Some(IoOp::Splice {
                 fd_in: 9,
-                off_in: ublk_pos(1, 7, 0),
+                off_in: ublk_splice_pos(1, 7, 0),
                 fd_out: 5,
                 off_out: 1024,
                 len: 4096,
@@ -449,7 +479,7 @@ mod tests {
             r,
             Some(IoOp::Splice {
                 fd_in: 9,
-                off_in: ublk_pos(1, 7, 1536),
+                off_in: ublk_splice_pos(1, 7, 1536),
                 fd_out: 5,
                 off_out: 1024 + 1536,
                 len: 4096 - 1536,
@@ -519,7 +549,7 @@ mod tests {
                 ..
             } = op
             {
-                assert_eq!(ublk_pos_to_buf_off(off_in), done);
+                assert_eq!(ublk_splice_pos_to_off(off_in), done);
                 assert_eq!(off_out, u64::from(done));
                 assert_eq!(len, total - done);
             }
@@ -575,7 +605,7 @@ mod tests {
     fn sqe_building() {
         let op = IoOp::Splice {
             fd_in: 3,
-            off_in: ublk_pos(0, 1, 0),
+            off_in: ublk_splice_pos(0, 1, 0),
             fd_out: 4,
             off_out: 512,
             len: 512,

@@ -1,29 +1,64 @@
-//! The null target: every request completes successfully at once.  READ and
-//! WRITE complete with their full byte count (the data is not touched: in
-//! copy mode a READ returns whatever the server buffer holds, zeroes at first).
+//! The null target: a WRITE is dropped (completes at once with its full byte count), a
+//! READ returns zeroes, FLUSH, DISCARD and WRITE_ZEROES complete at once.
+//!
+//! The zeroes come from a sparse memfd of the device's size: a READ is an ordinary data op
+//! against it (a read into the server buffer in copy mode, a READ_TO_READ splice in
+//! zero-copy mode), so a READ is really filled in both modes (a zero-copy READ that is
+//! committed without being filled is refused by the kernel) and what a reader gets is
+//! known: zeroes. Reading a hole of a memfd allocates nothing.
 
-use super::{basic_params, DataRef, Plan, Request, Target, MAX_DISCARD_SECTORS};
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+
+use anyhow::{bail, Context, Result};
+
+use super::{basic_params, data_op, DataRef, Plan, Request, Target, MAX_DISCARD_SECTORS};
 use crate::uapi::*;
 
 pub struct NullTarget {
     size: u64,
+    zeroes: File,
+}
+
+/// A sparse memfd of `size` bytes: a file of zeroes.
+fn zero_file(size: u64) -> Result<File> {
+    let name = c"ublk-null-zeroes";
+    // SAFETY: a valid NUL-terminated name; the flags are plain bits.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).context("memfd_create for the null target");
+    }
+    // SAFETY: memfd_create just returned this descriptor, and nothing else owns it.
+    let f = unsafe { File::from_raw_fd(fd) };
+    f.set_len(size)
+        .with_context(|| format!("sizing the null target's zero file to {size} bytes"))?;
+    Ok(f)
 }
 
 impl NullTarget {
     /// `size` in bytes, rounded down to 512.
-    pub fn new(size: u64) -> anyhow::Result<NullTarget> {
+    pub fn new(size: u64) -> Result<NullTarget> {
         let size = size & !511;
         if size == 0 {
-            anyhow::bail!("null target: size must be at least 512 bytes");
+            bail!("null target: size must be at least 512 bytes");
         }
-        Ok(NullTarget { size })
+        Ok(NullTarget {
+            size,
+            zeroes: zero_file(size)?,
+        })
     }
 }
 
-/// The pure mapping of the null target.
-pub fn plan_null(req: &Request) -> Plan {
+/// The pure mapping of the null target; `zeroes` is a file of zeroes as large as the
+/// device.
+pub fn plan_null(req: &Request, data: DataRef, zeroes: RawFd, done: u32) -> Plan {
     match req.op {
-        UBLK_IO_OP_READ | UBLK_IO_OP_WRITE => match req.data_bytes() {
+        UBLK_IO_OP_READ => match (req.data_bytes(), data_op(req, data, zeroes, done)) {
+            (None, _) => Plan::Complete(-libc::EINVAL),
+            (Some(_), Some(op)) => Plan::Submit(op),
+            (Some(b), None) => Plan::Complete(b as i32),
+        },
+        UBLK_IO_OP_WRITE => match req.data_bytes() {
             Some(b) => Plan::Complete(b as i32),
             None => Plan::Complete(-libc::EINVAL),
         },
@@ -61,14 +96,15 @@ impl Target for NullTarget {
         }
     }
 
-    fn plan(&self, req: &Request, _data: DataRef, _done: u32) -> Plan {
-        plan_null(req)
+    fn plan(&self, req: &Request, data: DataRef, at: super::Progress) -> Plan {
+        plan_null(req, data, self.zeroes.as_raw_fd(), at.done)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::target::IoOp;
 
     fn req(op: u8, nr: u32) -> Request {
         Request {
@@ -82,13 +118,40 @@ mod tests {
     }
 
     #[test]
-    fn null_completes_everything() {
-        assert_eq!(plan_null(&req(UBLK_IO_OP_READ, 8)), Plan::Complete(4096));
-        assert_eq!(plan_null(&req(UBLK_IO_OP_WRITE, 1)), Plan::Complete(512));
-        assert_eq!(plan_null(&req(UBLK_IO_OP_FLUSH, 0)), Plan::Complete(0));
-        assert_eq!(plan_null(&req(UBLK_IO_OP_DISCARD, 16)), Plan::Complete(0));
+    fn null_plans() {
+        let b = DataRef::Buffer { addr: 0x1000 };
         assert_eq!(
-            plan_null(&req(UBLK_IO_OP_WRITE_SAME, 1)),
+            plan_null(&req(UBLK_IO_OP_READ, 8), b, 7, 0),
+            Plan::Submit(IoOp::Read {
+                fd: 7,
+                addr: 0x1000,
+                len: 4096,
+                offset: 0
+            })
+        );
+        let z = DataRef::ZeroCopy { char_fd: 3 };
+        assert!(matches!(
+            plan_null(&req(UBLK_IO_OP_READ, 8), z, 7, 512),
+            Plan::Submit(IoOp::Splice {
+                fd_out: 7,
+                len: 3584,
+                ..
+            })
+        ));
+        assert_eq!(
+            plan_null(&req(UBLK_IO_OP_WRITE, 1), z, 7, 0),
+            Plan::Complete(512)
+        );
+        assert_eq!(
+            plan_null(&req(UBLK_IO_OP_FLUSH, 0), b, 7, 0),
+            Plan::Complete(0)
+        );
+        assert_eq!(
+            plan_null(&req(UBLK_IO_OP_DISCARD, 16), b, 7, 0),
+            Plan::Complete(0)
+        );
+        assert_eq!(
+            plan_null(&req(UBLK_IO_OP_WRITE_SAME, 1), b, 7, 0),
             Plan::Complete(-libc::EOPNOTSUPP)
         );
     }
@@ -99,6 +162,7 @@ mod tests {
         assert!(NullTarget::new(511).is_err());
         let t = NullTarget::new(1 << 20 | 100).unwrap();
         assert_eq!(t.dev_size(), 1 << 20);
+        assert_eq!(t.zeroes.metadata().unwrap().len(), 1 << 20);
         let p = t.params(1 << 19);
         assert_eq!(p.basic.dev_sectors, 2048);
         assert_eq!(p.basic.max_sectors, 1024);
