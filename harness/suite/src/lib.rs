@@ -11,16 +11,24 @@
 //! Patch 2 is checked by the `splice-transcript` program, whose output must be the same
 //! on the base and the patched kernel.
 
+pub mod blockio;
 pub mod check;
 pub mod control;
 pub mod features;
 pub mod files;
 pub mod flags;
 pub mod guest;
+pub mod kmsg;
+pub mod label;
 pub mod loopdev;
+pub mod net;
 pub mod runner;
 pub mod scratch;
 pub mod sys;
+pub mod targets;
 pub mod tracefs;
 pub mod transcript;
+pub mod ublkcli;
+pub mod ublkdev;
 pub mod uring;
+pub mod watchdog;

@@ -18,7 +18,8 @@ const USAGE: &str =
     "usage: ublk-suite [--label NAME] [--results DIR] [--timeout SECS] [--tests FILE] \
 [--] [FILTER|LIBTEST-OPTION]...
 
-  --label NAME     name the reports suite-NAME.tap and suite-NAME.xml (e.g. the kernel flavor)
+  --label NAME     the kernel: patched, debug or base; names the reports suite-NAME.tap and
+                   suite-NAME.xml and is exported to the tests as $UBLK_SUITE_LABEL
   --results DIR    where to write the reports (default: $VMRUN_RESULTS; none if unset)
   --timeout SECS   time limit of each test executable (default 1200)
   --tests FILE     the list of test executables (default: ublk-suite.tests next to this binary)
@@ -150,6 +151,11 @@ fn run(o: Options) -> Result<ExitCode> {
             );
         }
         exes.retain(|e| o.suites.contains(&suite_name(e)));
+    }
+    // The tests learn which kernel they run on from the label, never by probing it.
+    match &o.label {
+        Some(l) => std::env::set_var(ublk_suite::label::LABEL_ENV, l),
+        None => std::env::remove_var(ublk_suite::label::LABEL_ENV),
     }
     let mut results: Vec<TestResult> = Vec::new();
     let mut times: Vec<(String, f64)> = Vec::new();

@@ -1,0 +1,310 @@
+//! Test targets for the ublk server: each wraps a loop target and runs on the server's
+//! own queue loop ([`ublk::Device::start_with`]); each changes one thing on purpose.
+//!
+//! - [`HoldTarget`] holds a data request until the test releases it, so the test can
+//!   splice against a started request itself;
+//! - [`UnderfillTarget`] fills only the first half of a READ but commits its full length;
+//! - [`FailTarget`] fails the requests of one kind with an errno.
+//!
+//! Everything they do not change on purpose is the loop target's real work (data, FLUSH,
+//! DISCARD, WRITE_ZEROES): nothing is completed without being done.
+
+use anyhow::{anyhow, Result};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use ublk::target::{data_op, DataRef, IoOp, LoopTarget, Plan, Progress, Request, Target};
+use ublk::uapi::*;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn is_data(req: &Request) -> bool {
+    req.op == UBLK_IO_OP_READ || req.op == UBLK_IO_OP_WRITE
+}
+
+/// What the test tells a held request to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// Serve it as the loop target does (splice or copy), then commit.
+    Serve,
+    /// Commit with this result without touching the data.
+    Commit(i32),
+}
+
+#[derive(Default)]
+struct HoldState {
+    hold: bool,
+    closed: bool,
+    held: VecDeque<Request>,
+    release: Option<Release>,
+}
+
+/// Holds data requests while holding is on: the queue thread waits in `plan()` until the
+/// test calls [`HoldTarget::release`].  One request is held at a time (the queue thread
+/// waits), so use it on a one-queue device.
+pub struct HoldTarget {
+    inner: LoopTarget,
+    st: Mutex<HoldState>,
+    cv: Condvar,
+}
+
+impl HoldTarget {
+    pub fn new(inner: LoopTarget) -> HoldTarget {
+        HoldTarget {
+            inner,
+            st: Mutex::new(HoldState::default()),
+            cv: Condvar::new(),
+        }
+    }
+
+    /// Hold the data requests that arrive from now on (or stop holding new ones).
+    pub fn set_hold(&self, on: bool) {
+        lock(&self.st).hold = on;
+    }
+
+    /// The next held request, waiting up to `timeout`.
+    pub fn next_held(&self, timeout: Duration) -> Result<Request> {
+        let deadline = Instant::now() + timeout;
+        let mut st = lock(&self.st);
+        loop {
+            if let Some(r) = st.held.pop_front() {
+                return Ok(r);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(anyhow!(
+                    "no data request reached the server within {timeout:?}"
+                ));
+            }
+            st = self
+                .cv
+                .wait_timeout(st, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Lets the held request go on.
+    pub fn release(&self, r: Release) {
+        lock(&self.st).release = Some(r);
+        self.cv.notify_all();
+    }
+
+    /// No more holding; a request still held is served.  Call before the device stops
+    /// (its queue thread must not wait for a test that is gone).
+    pub fn close(&self) {
+        let mut st = lock(&self.st);
+        st.closed = true;
+        st.hold = false;
+        self.cv.notify_all();
+    }
+
+    fn wait_release(&self, req: &Request) -> Release {
+        let mut st = lock(&self.st);
+        if !st.hold || st.closed {
+            return Release::Serve;
+        }
+        st.release = None;
+        st.held.push_back(*req);
+        self.cv.notify_all();
+        loop {
+            if let Some(r) = st.release.take() {
+                return r;
+            }
+            if st.closed {
+                return Release::Serve;
+            }
+            st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+impl Target for HoldTarget {
+    fn kind(&self) -> &'static str {
+        "hold"
+    }
+    fn backing(&self) -> String {
+        self.inner.backing()
+    }
+    fn dev_size(&self) -> u64 {
+        self.inner.dev_size()
+    }
+    fn params(&self, max_io_buf_bytes: u32) -> ublk_params {
+        self.inner.params(max_io_buf_bytes)
+    }
+    fn plan(&self, req: &Request, data: DataRef, at: Progress) -> Plan {
+        if at == Progress::default() && is_data(req) {
+            if let Release::Commit(res) = self.wait_release(req) {
+                return Plan::Complete(res);
+            }
+        }
+        self.inner.plan(req, data, at)
+    }
+}
+
+/// What the under-fill target did.
+#[derive(Debug, Default, Clone)]
+pub struct UnderfillLog {
+    /// READs whose first half only was filled, committed with their full length.
+    pub underfilled: Vec<Request>,
+    /// READs that came back for the unfilled remainder of one of those.
+    pub remainders: Vec<Request>,
+}
+
+/// Under-fills one READ when armed: on the first dispatch it splices (or reads) only the
+/// first half of the request and commits the full length.  The kernel must complete no
+/// more than what was filled and send the rest again; this target serves that remainder
+/// (a READ starting where the filled half ended) in full and logs it.
+pub struct UnderfillTarget {
+    inner: LoopTarget,
+    armed: AtomicBool,
+    log: Mutex<(UnderfillLog, Vec<(u64, u32)>)>,
+}
+
+impl UnderfillTarget {
+    pub fn new(inner: LoopTarget) -> UnderfillTarget {
+        UnderfillTarget {
+            inner,
+            armed: AtomicBool::new(false),
+            log: Mutex::new(Default::default()),
+        }
+    }
+
+    /// Under-fill the next READ of at least two sectors.
+    pub fn arm(&self) {
+        self.armed.store(true, Ordering::SeqCst);
+    }
+
+    pub fn log(&self) -> UnderfillLog {
+        lock(&self.log).0.clone()
+    }
+}
+
+impl Target for UnderfillTarget {
+    fn kind(&self) -> &'static str {
+        "underfill"
+    }
+    fn backing(&self) -> String {
+        self.inner.backing()
+    }
+    fn dev_size(&self) -> u64 {
+        self.inner.dev_size()
+    }
+    fn params(&self, max_io_buf_bytes: u32) -> ublk_params {
+        self.inner.params(max_io_buf_bytes)
+    }
+    fn plan(&self, req: &Request, data: DataRef, at: Progress) -> Plan {
+        if req.op != UBLK_IO_OP_READ || at != Progress::default() {
+            return self.inner.plan(req, data, at);
+        }
+        let mut g = lock(&self.log);
+        let (log, pending) = &mut *g;
+        if let Some(i) = pending
+            .iter()
+            .position(|&(start, nr)| start == req.start_sector && nr == req.nr_sectors)
+        {
+            pending.remove(i);
+            log.remainders.push(*req);
+            return self.inner.plan(req, data, at);
+        }
+        if req.nr_sectors < 2 || !self.armed.swap(false, Ordering::SeqCst) {
+            return self.inner.plan(req, data, at);
+        }
+        let half_sectors = req.nr_sectors / 2;
+        let half = half_sectors << 9;
+        let fd = self.inner.backing_info().fd;
+        let op = match data_op(req, data, fd, 0) {
+            Some(IoOp::Splice {
+                fd_in,
+                off_in,
+                fd_out,
+                off_out,
+                flags,
+                ..
+            }) => IoOp::Splice {
+                fd_in,
+                off_in,
+                fd_out,
+                off_out,
+                len: half,
+                flags,
+            },
+            Some(IoOp::Read {
+                fd, addr, offset, ..
+            }) => IoOp::Read {
+                fd,
+                addr,
+                len: half,
+                offset,
+            },
+            _ => return Plan::Complete(-libc::EIO),
+        };
+        pending.push((
+            req.start_sector + u64::from(half_sectors),
+            req.nr_sectors - half_sectors,
+        ));
+        log.underfilled.push(*req);
+        Plan::SubmitAndCommit {
+            op,
+            result: (req.nr_sectors << 9) as i32,
+        }
+    }
+}
+
+/// Fails requests of one op with an errno while armed, counting them; everything else is
+/// the loop target's.
+pub struct FailTarget {
+    inner: LoopTarget,
+    /// (op, errno) to fail, or None.
+    arm: Mutex<Option<(u8, i32)>>,
+    failed: AtomicU32,
+}
+
+impl FailTarget {
+    pub fn new(inner: LoopTarget) -> FailTarget {
+        FailTarget {
+            inner,
+            arm: Mutex::new(None),
+            failed: AtomicU32::new(0),
+        }
+    }
+
+    /// Fail every request of `op` with `-errno` (None: stop failing).
+    pub fn arm(&self, what: Option<(u8, i32)>) {
+        *lock(&self.arm) = what;
+    }
+
+    /// Requests failed so far.
+    pub fn failed(&self) -> u32 {
+        self.failed.load(Ordering::SeqCst)
+    }
+}
+
+impl Target for FailTarget {
+    fn kind(&self) -> &'static str {
+        "fail"
+    }
+    fn backing(&self) -> String {
+        self.inner.backing()
+    }
+    fn dev_size(&self) -> u64 {
+        self.inner.dev_size()
+    }
+    fn params(&self, max_io_buf_bytes: u32) -> ublk_params {
+        self.inner.params(max_io_buf_bytes)
+    }
+    fn plan(&self, req: &Request, data: DataRef, at: Progress) -> Plan {
+        if at == Progress::default() {
+            if let Some((op, errno)) = *lock(&self.arm) {
+                if req.op == op {
+                    self.failed.fetch_add(1, Ordering::SeqCst);
+                    return Plan::Complete(-errno);
+                }
+            }
+        }
+        self.inner.plan(req, data, at)
+    }
+}
