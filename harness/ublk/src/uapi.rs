@@ -474,6 +474,8 @@ mod tests {
         };
         let b = c.to_bytes();
         // Same bytes as a transmute of the repr(C) struct.
+        // SAFETY: ublksrv_io_cmd is repr(C), 16 bytes without padding (checked in
+        // struct_sizes_match_kernel), so every byte is initialized.
         let raw: [u8; 16] = unsafe { std::mem::transmute(c) };
         assert_eq!(b, raw);
 
@@ -484,6 +486,7 @@ mod tests {
             addr: 0xdead_beef,
             data: [42, 43],
         };
+        // SAFETY: ublksrv_ctrl_cmd is repr(C), 32 bytes without padding.
         let raw: [u8; 32] = unsafe { std::mem::transmute(cc) };
         let b = cc.to_bytes();
         assert_eq!(&b[..32], &raw[..]);
