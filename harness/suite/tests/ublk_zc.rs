@@ -119,28 +119,38 @@ fn removal_under_load() {
 // io-wq: the fast path does not punt
 // ---------------------------------------------------------------------------------
 
-/// Zero copy on an O_DIRECT backing at queue depth 32: io_uring runs the direct splices
-/// as async I/O, issued inline, and punts to io-wq (a kprobe on `io_wq_submit_work`
-/// counts each punt) for at most 0.05 per zero-copy request (v1 punted every one).  The
-/// copy path's probe counts 0 over the same run.
-#[test]
-fn io_wq_punts_per_zero_copy_request() {
-    must(fresh());
-    must(require_splice_zc());
-    let _wd = ublk_suite::watchdog::Watchdog::new("io_wq_punts", 120);
-    let size = 64u64 << 20;
-    let bf = must(backing_file(Backing::Direct, size));
-    let dev = must(start(MODE, bf.as_ref(), Backing::Direct, size, 1, 64));
-    let fio = ublk_suite::scratch::find_tool("fio").expect("fio is not installed");
-    let wq_sym = must(kallsyms_lookup("io_wq_submit_work"));
-    let copy_sym = must(kallsyms_lookup("ublk_copy_user_pages"));
+/// Writes every byte of `path` (zeroes) and syncs it: the file's extents are then
+/// allocated and written, so an O_DIRECT write to it is an overwrite that the filesystem
+/// can do without blocking (a hole needs block allocation, which IOCB_NOWAIT refuses).
+fn allocate_fully(path: &std::path::Path, size: u64) -> Result<()> {
+    let f = ublk_suite::files::open_rw(path)?;
+    let zeroes = vec![0u8; 1 << 20];
+    let mut off = 0;
+    while off < size {
+        f.write_all_at(&zeroes, off)
+            .with_context(|| format!("filling {} at {off}", path.display()))?;
+        off += zeroes.len() as u64;
+    }
+    f.sync_all().context("fsync of the backing")
+}
+
+/// One QD32 fio run (64 KiB random reads and writes, 64 MiB) on a device of `mode` over
+/// `bf`: (io-wq punts, data requests, copy-path calls, server stats).
+fn punts_run(
+    mode: Mode,
+    bf: &BackingFile,
+    size: u64,
+) -> Result<(u64, u64, u64, ublk::queue::QueueStatsSnapshot)> {
+    let dev = start(mode, Some(bf), Backing::Direct, size, 1, 64)?;
+    let fio =
+        ublk_suite::scratch::find_tool("fio").ok_or_else(|| anyhow!("fio is not installed"))?;
+    let wq_sym = kallsyms_lookup("io_wq_submit_work")?;
+    let copy_sym = kallsyms_lookup("ublk_copy_user_pages")?;
     let punts =
-        Kprobe::new(&wq_sym).with_context(|| format!("kprobe on {wq_sym} ({})", error_log()));
-    let punts = must(punts);
-    let copies =
-        Kprobe::new(&copy_sym).with_context(|| format!("kprobe on {copy_sym} ({})", error_log()));
-    let copies = must(copies);
-    let (p0, c0, s0) = (must(punts.hits()), must(copies.hits()), dev.stats());
+        Kprobe::new(&wq_sym).with_context(|| format!("kprobe on {wq_sym} ({})", error_log()))?;
+    let copies = Kprobe::new(&copy_sym)
+        .with_context(|| format!("kprobe on {copy_sym} ({})", error_log()))?;
+    let (p0, c0, s0) = (punts.hits()?, copies.hits()?, dev.stats());
     let out = std::process::Command::new(fio)
         .args([
             "--name=punts",
@@ -155,31 +165,50 @@ fn io_wq_punts_per_zero_copy_request() {
             "--output-format=terse",
         ])
         .output()
-        .expect("running fio");
-    assert!(
-        out.status.success(),
-        "fio failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (p1, c1, s1) = (must(punts.hits()), must(copies.hits()), dev.stats());
+        .context("running fio")?;
+    if !out.status.success() {
+        bail!("fio failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let (p1, c1, s1) = (punts.hits()?, copies.hits()?, dev.stats());
     drop((punts, copies));
+    dev.stop_and_delete()?;
     let reqs = (s1.reads - s0.reads) + (s1.writes - s0.writes);
-    let n_punts = p1 - p0;
-    let ratio = n_punts as f64 / reqs.max(1) as f64;
     println!(
-        "QD32 zero copy on ext4 O_DIRECT: {n_punts} io-wq punts ({wq_sym}) over {reqs} data \
-         requests = {ratio:.3} per request; copy path {copy_sym}: {} hits; server {:?}",
-        c1 - c0,
-        s1
-    );
-    must(dev.stop_and_delete());
-    assert!(reqs >= 512, "only {reqs} data requests reached the server");
-    assert_eq!(
-        c1 - c0,
-        0,
-        "zero-copy mode: the copy path ran {} times",
+        "QD32 {mode:?} on ext4 O_DIRECT (allocated backing): {} io-wq punts ({wq_sym}) over \
+         {reqs} data requests = {:.3} per request; copy path {copy_sym}: {} calls; server {s1:?}",
+        p1 - p0,
+        (p1 - p0) as f64 / reqs.max(1) as f64,
         c1 - c0
     );
+    Ok((p1 - p0, reqs, c1 - c0, s1))
+}
+
+/// Zero copy on an O_DIRECT backing at queue depth 32: io_uring runs the direct splices
+/// as async I/O, issued inline, and punts to io-wq (a kprobe on `io_wq_submit_work`
+/// counts each punt) for at most 0.05 per zero-copy request (v1 punted every one).  The
+/// copy path's probe counts 0 over the same run.  The backing is fully written first
+/// (see [`allocate_fully`]); copy mode runs the same workload first, for comparison.
+#[test]
+fn io_wq_punts_per_zero_copy_request() {
+    must(fresh());
+    must(require_splice_zc());
+    let _wd = ublk_suite::watchdog::Watchdog::new("io_wq_punts", 180);
+    let size = 64u64 << 20;
+    let bf = must(backing_file(Backing::Direct, size)).expect("backing");
+    must(allocate_fully(&bf.path, size));
+    let (copy_punts, copy_reqs, copy_calls, _) = must(punts_run(Mode::Copy, &bf, size));
+    assert!(
+        copy_calls >= copy_reqs,
+        "copy mode: the copy-path probe counted {copy_calls} calls over {copy_reqs} requests"
+    );
+    let (n_punts, reqs, calls, _) = must(punts_run(MODE, &bf, size));
+    let ratio = n_punts as f64 / reqs.max(1) as f64;
+    println!(
+        "io-wq punts per request: copy mode {:.3}, zero copy {ratio:.3}",
+        copy_punts as f64 / copy_reqs.max(1) as f64
+    );
+    assert!(reqs >= 512, "only {reqs} data requests reached the server");
+    assert_eq!(calls, 0, "zero-copy mode: the copy path ran {calls} times");
     assert!(
         ratio <= 0.05,
         "{n_punts} io-wq punts over {reqs} zero-copy requests ({ratio:.3} per request, at most \
