@@ -34,7 +34,7 @@ pub fn require_splice_direct(ring: &mut Ring) -> Result<()> {
 }
 
 /// Fails unless IORING_OP_SPLICE accepts SPLICE_F_DIRECT | SPLICE_F_READ_TO_READ: with a
-/// write-only destination it must say EBADF (SPEC: the destination must be open for
+/// write-only destination it must say EBADF (docs/contract.md: the destination must be open for
 /// reading); a kernel that does not know the flag says EINVAL.
 pub fn require_read_to_read(ring: &mut Ring) -> Result<()> {
     require_splice_direct(ring)?;

@@ -1,7 +1,7 @@
 //! The splice flags the tests use, by their kernel names.
 //!
 //! SPLICE_F_DIRECT and SPLICE_F_READ_TO_READ are the series' kernel-internal flags
-//! (`include/linux/splice.h`, SPEC.md): io_uring's IORING_OP_SPLICE accepts them,
+//! (`include/linux/splice.h`, docs/contract.md): io_uring's IORING_OP_SPLICE accepts them,
 //! splice(2), tee(2) and vmsplice(2) must not.
 
 /// Patch 1/4 (a file to file splice through the task's internal pipe) and 3/4 (with

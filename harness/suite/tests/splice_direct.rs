@@ -1,5 +1,5 @@
 //! IORING_OP_SPLICE with SPLICE_F_DIRECT (patch 1/4) and SPLICE_F_READ_TO_READ
-//! (patch 3/4), and the syscalls that must keep refusing both flags (SPEC.md).
+//! (patch 3/4), and the syscalls that must keep refusing both flags (docs/contract.md).
 //!
 //! Every test of a new flag first asks the kernel whether it has the flag
 //! (`features::require_*`), so that a kernel without the series fails it with a message

@@ -317,3 +317,23 @@ fn kill_9_copy_server() {
     must(ublkcli::del(id));
     must(no_devices());
 }
+
+/// The clean slate itself: a regular file at /dev/ublkbN (what a writer that opened the
+/// path after the device was removed used to leave) is removed by `fresh()`, and a device
+/// with that id then comes up.
+#[test]
+fn fresh_removes_a_stray_device_file() {
+    must(fresh());
+    let stray = Path::new("/dev/ublkb7");
+    std::fs::write(stray, b"not a device").expect("creating a stray /dev/ublkb7");
+    must(fresh());
+    assert!(
+        std::fs::symlink_metadata(stray).is_err(),
+        "fresh() left the stray {}",
+        stray.display()
+    );
+    let id = must(ublkcli::add(&["-t", "null", "-s", "16M", "-n", "7"]));
+    assert_eq!(id, 7);
+    must(ublkcli::del(id));
+    must(no_devices());
+}
