@@ -9,8 +9,10 @@
 //!
 //! For an interactive shell (`vmrun run --shell`) the console is the shell's controlling
 //! terminal, `poweroff`, `reboot` and `halt` (links to vm-init, first in the shell's PATH)
-//! send PID 1 the busybox signals (SIGUSR2, SIGTERM, SIGUSR1), and any of them, like the
-//! end of the shell, powers the VM off the same clean way.
+//! send PID 1 the busybox signals (SIGUSR2, SIGTERM, SIGUSR1), a runlevel 0 or 6 request on
+//! the sysvinit FIFO `/run/initctl` (where systemctl's `/sbin/poweroff` falls back to when
+//! systemd is not PID 1) does the same, and any of them, like the end of the shell, powers
+//! the VM off the same clean way.
 
 use crate::job::{
     tmp_entries, GuestStatus, Job, TermSize, GUEST_SHARE, GUEST_SHIM_DIR, HOST_TMP, JOB_FILE,
@@ -32,11 +34,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
-/// The signal that asked PID 1 to power off (0: none yet).
+/// What asked PID 1 to power off: 0 none yet, a signal number, or [`VIA_INITCTL`] plus the
+/// runlevel asked for on /run/initctl.
 static POWEROFF_SIGNAL: AtomicI32 = AtomicI32::new(0);
 
 /// The signals that ask PID 1 to power off, as busybox's init has them.
 const POWEROFF_SIGNALS: [Signal; 3] = [Signal::SIGUSR2, Signal::SIGTERM, Signal::SIGUSR1];
+/// See [`POWEROFF_SIGNAL`].
+const VIA_INITCTL: i32 = 0x100;
 
 /// Prints a line on the console as it is.
 fn console(line: &str) {
@@ -345,13 +350,24 @@ fn wait_for(child: Pid) -> Result<GuestStatus> {
 /// every other process meanwhile.
 fn wait_for_shell(child: Pid) -> Result<GuestStatus> {
     loop {
-        let sig = POWEROFF_SIGNAL.load(Ordering::SeqCst);
-        if sig != 0 {
-            let name = Signal::try_from(sig).map(Signal::as_str).unwrap_or("?");
-            say(&format!("power-off requested ({name})"));
+        let what = POWEROFF_SIGNAL.load(Ordering::SeqCst);
+        if what != 0 {
+            let how = match what {
+                VIA_INITCTL.. => format!(
+                    "runlevel {} on {INITCTL}",
+                    char::from(u8::try_from(what - VIA_INITCTL).unwrap_or(b'?'))
+                ),
+                sig => format!(
+                    "{} to init",
+                    Signal::try_from(sig)
+                        .map(Signal::as_str)
+                        .unwrap_or("a signal")
+                ),
+            };
+            say(&format!("power-off requested ({how})"));
             return Ok(GuestStatus {
                 code: 0,
-                detail: format!("powered off from the shell ({name} to init)"),
+                detail: format!("powered off from the shell ({how})"),
             });
         }
         match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
@@ -365,6 +381,51 @@ fn wait_for_shell(child: Pid) -> Result<GuestStatus> {
             Err(e) => bail!("waiting for the shell: {e}"),
         }
     }
+}
+
+/// The sysvinit control FIFO that `systemctl poweroff` writes to when systemd is not PID 1.
+const INITCTL: &str = "/run/initctl";
+/// `struct init_request` of sysvinit's initreq.h: magic, cmd, runlevel, sleeptime, 368
+/// bytes of data.
+const INIT_REQUEST_SIZE: usize = 384;
+const INIT_MAGIC: i32 = 0x0309_1969;
+const INIT_CMD_RUNLVL: i32 = 1;
+
+/// The runlevel that an init_request on [`INITCTL`] asks for, if it asks for a power-off:
+/// 0 (poweroff, halt) or 6 (reboot; a power-off here: QEMU runs with -no-reboot).
+pub fn initctl_request(req: &[u8]) -> Option<u8> {
+    let field = |i: usize| -> Option<i32> {
+        Some(i32::from_ne_bytes(
+            req.get(i * 4..i * 4 + 4)?.try_into().ok()?,
+        ))
+    };
+    if req.len() != INIT_REQUEST_SIZE || field(0)? != INIT_MAGIC || field(1)? != INIT_CMD_RUNLVL {
+        return None;
+    }
+    let runlevel = u8::try_from(field(2)?).ok()?;
+    matches!(runlevel, b'0' | b'6').then_some(runlevel)
+}
+
+/// Serves [`INITCTL`] in a thread: a runlevel 0 or 6 request asks for the power-off.
+fn serve_initctl() -> Result<()> {
+    nix::unistd::mkfifo(INITCTL, Mode::from_bits_truncate(0o600))
+        .with_context(|| format!("creating {INITCTL}"))?;
+    // Read and write, so that the FIFO never reports end-of-file between writers.
+    let mut fifo = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(INITCTL)
+        .with_context(|| format!("opening {INITCTL}"))?;
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut req = [0u8; INIT_REQUEST_SIZE];
+        while fifo.read_exact(&mut req).is_ok() {
+            if let Some(runlevel) = initctl_request(&req) {
+                POWEROFF_SIGNAL.store(VIA_INITCTL + i32::from(runlevel), Ordering::SeqCst);
+            }
+        }
+    });
+    Ok(())
 }
 
 extern "C" fn on_poweroff_signal(sig: libc::c_int) {
@@ -516,6 +577,14 @@ fn run() -> Result<GuestStatus> {
         ForkResult::Child => exec_child(&prepared),
         ForkResult::Parent { child } => child,
     };
+    if job.shell.is_some() {
+        // A thread: only now that the child has been forked.
+        if let Err(e) = serve_initctl() {
+            say(&format!(
+                "warning: {e:#} (/sbin/poweroff will not work; `poweroff` will)"
+            ));
+        }
+    }
     let status = match job.shell {
         Some(_) => wait_for_shell(child)?,
         None => wait_for(child)?,
@@ -606,6 +675,40 @@ mod tests {
         assert_eq!(st.code, 137);
         assert_eq!(st.detail, "killed by signal 9 (SIGKILL)");
         assert!(shell_status(&WaitStatus::StillAlive).is_none());
+    }
+
+    #[test]
+    fn initctl_requests() {
+        let req = |magic: i32, cmd: i32, runlevel: u8, len: usize| {
+            let mut r = vec![0u8; len];
+            for (i, v) in [magic, cmd, runlevel as i32].into_iter().enumerate() {
+                if let Some(dst) = r.get_mut(i * 4..i * 4 + 4) {
+                    dst.copy_from_slice(&v.to_ne_bytes());
+                }
+            }
+            r
+        };
+        assert_eq!(
+            initctl_request(&req(INIT_MAGIC, INIT_CMD_RUNLVL, b'0', 384)),
+            Some(b'0')
+        );
+        assert_eq!(
+            initctl_request(&req(INIT_MAGIC, INIT_CMD_RUNLVL, b'6', 384)),
+            Some(b'6')
+        );
+        assert_eq!(
+            initctl_request(&req(INIT_MAGIC, INIT_CMD_RUNLVL, b'3', 384)),
+            None
+        );
+        assert_eq!(initctl_request(&req(INIT_MAGIC, 2, b'0', 384)), None);
+        assert_eq!(
+            initctl_request(&req(0x1234, INIT_CMD_RUNLVL, b'0', 384)),
+            None
+        );
+        assert_eq!(
+            initctl_request(&req(INIT_MAGIC, INIT_CMD_RUNLVL, b'0', 12)),
+            None
+        );
     }
 
     #[test]

@@ -62,6 +62,11 @@ pub struct QemuConfig {
     /// An interactive console (`--shell`): ctrl-c goes to the guest instead of ending QEMU,
     /// and ctrl-a x ends QEMU.
     pub interactive: bool,
+    /// The guest's TSC frequency, when it is known (under TCG the guest reads the host's
+    /// TSC): given to the kernel as `tsc_early_khz`, so that it does not calibrate the TSC
+    /// against the emulated PIT, which a loaded host can throw off by a factor of 20 (and
+    /// `tsc=reliable` keeps the watchdog from noticing: the guest's clock would race).
+    pub tsc_khz: Option<u64>,
 }
 
 /// Escapes a value for QEMU's `key=value,...` option syntax, where a comma is doubled.
@@ -93,6 +98,9 @@ impl QemuConfig {
             "mitigations=off".into(),
             "rcupdate.rcu_expedited=1".into(),
         ];
+        if let Some(khz) = self.tsc_khz {
+            args.push(format!("tsc_early_khz={khz}"));
+        }
         args.extend(self.append.iter().cloned());
         args.join(" ")
     }
@@ -175,6 +183,7 @@ mod tests {
             init: "/work/target/release/vm-init".into(),
             append: vec!["foo=bar".into()],
             interactive: false,
+            tsc_khz: Some(2_600_000),
         }
     }
 
@@ -288,6 +297,10 @@ mod tests {
         assert!(!words.contains(&"quiet".to_string()));
         // Loglevel 6 shows KERN_WARNING (4) and KERN_NOTICE (5).
         const { assert!(CONSOLE_LOGLEVEL > 5) };
+        assert!(words.contains(&"tsc_early_khz=2600000".to_string()));
+        let mut unknown = config();
+        unknown.tsc_khz = None;
+        assert!(!unknown.kernel_cmdline().contains("tsc_early_khz"));
         // Extra arguments come last, so that they override ours.
         assert_eq!(words.last().unwrap(), "foo=bar");
     }

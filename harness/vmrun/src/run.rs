@@ -370,6 +370,64 @@ pub fn shell_command(path_var: Option<&std::ffi::OsStr>) -> Vec<OsString> {
     vec![if bash { "bash" } else { "sh" }.into()]
 }
 
+/// The host's TSC frequency in kHz, rounded to the MHz, measured against
+/// CLOCK_MONOTONIC_RAW over 50 ms; `None` when the host's TSC does not tick at a constant
+/// rate (no `constant_tsc` and `nonstop_tsc` in /proc/cpuinfo) or the measure is unsure.
+/// Under TCG the guest's TSC is the host's.
+#[cfg(target_arch = "x86_64")]
+pub fn host_tsc_khz() -> Option<u64> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let flags = cpuinfo.lines().find(|l| l.starts_with("flags"))?;
+    let has = |f: &str| flags.split_whitespace().any(|w| w == f);
+    if !(has("constant_tsc") && has("nonstop_tsc")) {
+        return None;
+    }
+    fn now_ns() -> Option<u64> {
+        let mut t = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime only fills the struct we hand it.
+        if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_RAW, &mut t) } != 0 {
+            return None;
+        }
+        Some(u64::try_from(t.tv_sec).ok()? * 1_000_000_000 + u64::try_from(t.tv_nsec).ok()?)
+    }
+    // One end of the measure: a TSC read between two clock reads at most 2 µs apart.
+    fn sample() -> Option<(u64, u64)> {
+        for _ in 0..1000 {
+            let before = now_ns()?;
+            // SAFETY: rdtsc has no preconditions on x86_64.
+            let tsc = unsafe { std::arch::x86_64::_rdtsc() };
+            let after = now_ns()?;
+            if after - before < 2_000 {
+                return Some(((before + after) / 2, tsc));
+            }
+        }
+        None
+    }
+    let (ns1, tsc1) = sample()?;
+    std::thread::sleep(Duration::from_millis(50));
+    let (ns2, tsc2) = sample()?;
+    let khz = tsc2.checked_sub(tsc1)? as f64 * 1e6 / ns2.checked_sub(ns1)? as f64;
+    let mhz = (khz / 1000.0).round() as u64;
+    (mhz > 0).then_some(mhz * 1000)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub fn host_tsc_khz() -> Option<u64> {
+    None
+}
+
+/// What a run takes from the host: the programs, and the TSC frequency the guest sees
+/// under TCG.
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub qemu: PathBuf,
+    pub init: PathBuf,
+    pub tsc_khz: Option<u64>,
+}
+
 /// The size of the terminal on our stdin, if it is one.
 fn terminal_size() -> TermSize {
     // SAFETY: TIOCGWINSZ only fills the struct we hand it.
@@ -400,8 +458,7 @@ impl Plan {
     pub fn new(
         opts: &RunOptions,
         kernel: PathBuf,
-        qemu: PathBuf,
-        init: PathBuf,
+        host: &Host,
         run_dir: PathBuf,
         accel: AccelPlan,
         job: Job,
@@ -416,12 +473,16 @@ impl Plan {
             root_dir: "/".into(),
             share_dir: run_dir,
             scratch_disk: (opts.disk_size > 0).then(scratch_qemu_path),
-            init,
+            init: host.init.clone(),
             append: opts.append.clone(),
             interactive: opts.shell,
+            tsc_khz: match accel.accel {
+                crate::qemu::Accel::Tcg => host.tsc_khz,
+                crate::qemu::Accel::Kvm => None,
+            },
         };
         Plan {
-            qemu,
+            qemu: host.qemu.clone(),
             config,
             accel,
             job,
@@ -490,8 +551,11 @@ impl Plan {
 pub fn run(opts: &RunOptions, rep: Reporter) -> Result<u8> {
     let t0 = Instant::now();
     let kernel = resolve_kernel(&opts.kernel)?;
-    let qemu = find_qemu()?;
-    let init = find_init()?;
+    let host = Host {
+        qemu: find_qemu()?,
+        init: find_init()?,
+        tsc_khz: host_tsc_khz(),
+    };
     let cwd = std::env::current_dir().context("getting the current directory")?;
     if let Some(m) = hidden_in_guest(&cwd) {
         rep.warn(format!("the current directory {} is under {m}, which the guest mounts over; the command runs in /", cwd.display()));
@@ -515,18 +579,18 @@ pub fn run(opts: &RunOptions, rep: Reporter) -> Result<u8> {
     if opts.dry_run {
         let run_dir = run_dir_path(opts.results.as_deref())?;
         let accel = match opts.accel {
-            accel::AccelChoice::Tcg => accel::decide(opts.accel, &qemu, Path::new("/"))?,
+            accel::AccelChoice::Tcg => accel::decide(opts.accel, &host.qemu, Path::new("/"))?,
             _ => {
                 // The probe needs a place for its firmware; the run directory is not made.
                 let dir = std::env::temp_dir().join(format!("vmrun-probe-{}", std::process::id()));
                 std::fs::create_dir_all(&dir)
                     .with_context(|| format!("creating {}", dir.display()))?;
-                let plan = accel::decide(opts.accel, &qemu, &dir);
+                let plan = accel::decide(opts.accel, &host.qemu, &dir);
                 let _ = std::fs::remove_dir_all(&dir);
                 plan?
             }
         };
-        let plan = Plan::new(opts, kernel, qemu, init, run_dir, accel, job);
+        let plan = Plan::new(opts, kernel, &host, run_dir, accel, job);
         print!("{}", plan.dry_run_text());
         return Ok(0);
     }
@@ -537,20 +601,12 @@ pub fn run(opts: &RunOptions, rep: Reporter) -> Result<u8> {
     std::fs::write(&job_path, job.encode()?)
         .with_context(|| format!("writing {}", job_path.display()))?;
 
-    let accel = accel::decide(opts.accel, &qemu, &run_dir)?;
+    let accel = accel::decide(opts.accel, &host.qemu, &run_dir)?;
     let scratch = match opts.disk_size {
         0 => None,
         size => Some(Scratch::create(&run_dir, size)?),
     };
-    let plan = Plan::new(
-        opts,
-        kernel.clone(),
-        qemu,
-        init,
-        run_dir.clone(),
-        accel,
-        job,
-    );
+    let plan = Plan::new(opts, kernel.clone(), &host, run_dir.clone(), accel, job);
     let cmdline_path = run_dir.join(QEMU_CMDLINE);
     std::fs::write(&cmdline_path, format!("{}\n", plan.qemu_cmdline()))
         .with_context(|| format!("writing {}", cmdline_path.display()))?;
@@ -745,11 +801,15 @@ mod tests {
             cpu: "max",
             why: "asked for".into(),
         };
+        let host = Host {
+            qemu: "/usr/bin/qemu-system-x86_64".into(),
+            init: "/t/vm-init".into(),
+            tsc_khz: Some(2_600_000),
+        };
         Plan::new(
             &opts,
             "/k/bzImage".into(),
-            "/usr/bin/qemu-system-x86_64".into(),
-            "/t/vm-init".into(),
+            &host,
             "/runs/r1".into(),
             accel,
             job,
@@ -771,7 +831,10 @@ mod tests {
         assert!(qemu.starts_with("/usr/bin/qemu-system-x86_64 -nodefaults "));
         assert!(qemu.contains(" -serial stdio "), "{qemu}");
         assert!(qemu.contains(" -smp 1 -m 2048M "), "{qemu}");
-        assert!(qemu.contains(" rcupdate.rcu_expedited=1 a=b c' "), "{qemu}");
+        assert!(
+            qemu.contains(" rcupdate.rcu_expedited=1 tsc_early_khz=2600000 a=b c' "),
+            "{qemu}"
+        );
         assert!(qemu.contains(" -drive file=/proc/self/fd/3,"), "{qemu}");
         let bios = FAST_BIOS.iter().any(|p| Path::new(p).is_file());
         assert_eq!(qemu.contains(" -bios "), bios);
@@ -812,6 +875,25 @@ mod tests {
         assert!(!text.contains("-drive"));
         assert!(text
             .contains("an interactive shell on the console (its controlling terminal):\nbash\n"));
+    }
+
+    #[test]
+    fn tsc_frequency() {
+        // Measured twice, the host's TSC gives the same MHz (the command line must not
+        // change from run to run), and a plausible one.
+        let Some(a) = host_tsc_khz() else {
+            let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+            assert!(
+                !(cfg!(target_arch = "x86_64")
+                    && cpuinfo.contains(" constant_tsc")
+                    && cpuinfo.contains(" nonstop_tsc")),
+                "a constant TSC, but no frequency measured"
+            );
+            return;
+        };
+        assert_eq!(host_tsc_khz(), Some(a));
+        assert!((100_000..=10_000_000).contains(&a), "{a} kHz");
+        assert_eq!(a % 1000, 0);
     }
 
     #[test]

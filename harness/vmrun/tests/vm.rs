@@ -393,3 +393,110 @@ fn kernel_build_directory_is_accepted() {
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(stdout.lines().any(|l| l.starts_with("6.1.")), "{stdout}");
 }
+
+#[test]
+fn sysvinit_poweroff_request_powers_off() {
+    // What systemctl's /sbin/poweroff writes when systemd is not PID 1: a runlevel 0
+    // init_request on /run/initctl.
+    let mut s = ShellSession::boot("shell-initctl");
+    s.send(
+        "python3 -c \"import struct; open('/run/initctl', 'wb').write(\
+         struct.pack('iiii368x', 0x03091969, 1, ord('0'), 0))\"\n",
+    );
+    let (code, out) = s.finish(Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("vmrun: power-off requested (runlevel 0 on /run/initctl)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn dry_run_shows_the_command_line_a_run_uses() {
+    let results = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("vm-dry-run");
+    let _ = std::fs::remove_dir_all(&results);
+    let args = |dry: bool| {
+        let mut a: Vec<std::ffi::OsString> = vec!["run".into(), "--kernel".into()];
+        a.push(kernel().into());
+        a.extend(
+            [
+                "--mem",
+                "1024",
+                "--disk-size",
+                "64M",
+                "--append",
+                "vmrun_test=1",
+            ]
+            .map(Into::into),
+        );
+        a.push("--results".into());
+        a.push(results.clone().into());
+        if dry {
+            a.push("--dry-run".into());
+        }
+        a.extend(["--", "true"].map(Into::into));
+        a
+    };
+    let dry = Command::new(env!("CARGO_BIN_EXE_vmrun"))
+        .args(args(true))
+        .output()
+        .expect("vmrun --dry-run");
+    assert_eq!(dry.status.code(), Some(0));
+    assert!(
+        !results.exists(),
+        "a dry run boots nothing and creates nothing"
+    );
+    let dry = String::from_utf8_lossy(&dry.stdout).into_owned();
+    let line = dry
+        .lines()
+        .skip_while(|l| !l.starts_with("# QEMU command line"))
+        .nth(1)
+        .expect("the QEMU line")
+        .to_string();
+    let real = Command::new(env!("CARGO_BIN_EXE_vmrun"))
+        .args(args(false))
+        .output()
+        .expect("vmrun");
+    assert_eq!(real.status.code(), Some(0));
+    let kept = std::fs::read_to_string(results.join("qemu.cmdline")).expect("qemu.cmdline");
+    assert_eq!(
+        kept,
+        format!("{line}\n"),
+        "the dry run's line is the real one"
+    );
+}
+
+#[test]
+fn guest_clock_keeps_time() {
+    // The guest's clock must run at the host's pace: a TSC calibrated wrong (as the
+    // emulated PIT does on a loaded host) makes it race, and every timeout with it.
+    let r = vmrun(
+        "clock",
+        120,
+        &["sh", "-c", "sleep 5; cat /proc/uptime; date +%s"],
+    );
+    let host_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert_eq!(r.code, Some(0));
+    let out = r.command_output();
+    let uptime: f64 = out
+        .iter()
+        .find_map(|l| l.split_whitespace().next()?.parse().ok())
+        .expect("the guest's uptime");
+    let date: f64 = out
+        .iter()
+        .rev()
+        .find_map(|l| l.trim().parse().ok())
+        .expect("the guest's date");
+    let wall = r.elapsed.as_secs_f64();
+    assert!(
+        uptime >= 5.0 && uptime <= wall + 1.0,
+        "guest uptime {uptime:.1} s, but the whole run took {wall:.1} s"
+    );
+    assert!(
+        (host_now - date).abs() <= 10.0,
+        "guest date {date} vs host {host_now:.0}"
+    );
+}
