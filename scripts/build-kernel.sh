@@ -3,20 +3,25 @@
 #   base     the pristine base tree          -> src/base/out-base
 #   patched  the base plus patches/series    -> src/patched/out-patched
 #   debug    patched, with KASAN and lockdep -> src/patched/out-debug
+# patched and debug are built from the revision under test: patches/ by default, or the one
+# ZC_SERIES_SRC / ZC_SERIES_TREE + ZC_SERIES_RANGE name (see lib.sh; test.sh --series sets them).
 # Usage: scripts/build-kernel.sh base|patched|debug
 # Prints the path of the bzImage on stdout; progress and errors go to stderr.
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 flavor=${1:-}
 case "$flavor" in
-base) src=$ZC_SRC; frags=(base.config); localversion=-base ;;
-patched) src=$ZC_PATCHED; frags=(base.config); localversion=-ublkzc ;;
-debug) src=$ZC_PATCHED; frags=(base.config debug.config); localversion=-ublkzc-debug ;;
+base) src=$ZC_SRC ;;
+patched | debug) src=$ZC_PATCHED ;;
 *) die "usage: $0 base|patched|debug" ;;
 esac
+read -r -a frags <<<"$(kernel_frags "$flavor")"
+localversion=$(kernel_localversion "$flavor")
 
 zc_lock
+series_resolve
 "$ZC_TOP/scripts/kernel-tree.sh"
 out=$(kernel_out "$flavor")
 mkdir -p "$out"
@@ -34,19 +39,13 @@ if [ -f "$image" ] && [ "$(cat "$out/.zc-stamp" 2>/dev/null)" = "$stamp" ]; then
 	exit 0
 fi
 
-export CCACHE_DIR=${CCACHE_DIR:-$ZC_CACHE/ccache}
-export CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-8G}
-export KBUILD_BUILD_TIMESTAMP="2022-11-03 00:00:00 UTC" KBUILD_BUILD_USER=ublk-splice-zc KBUILD_BUILD_HOST=qemu
 command -v ccache >/dev/null || die "ccache is missing (scripts/deps.sh installs it)"
-kmake=(make -C "$src" O="$out" -j"$(nproc)" CC="ccache gcc" HOSTCC="ccache gcc" LOCALVERSION=)
+kmake=(kmake "$src" "$out")
 
 say "kernel $flavor: configuring (allnoconfig + ${frags[*]})"
-printf 'CONFIG_LOCALVERSION="%s"\n# CONFIG_LOCALVERSION_AUTO is not set\n' "$localversion" >"$out/.zc-localversion.config"
+kernel_configure "$flavor" "$src" "$out"
 paths=()
 for f in "${frags[@]}"; do paths+=("$ZC_TOP/kernel-config/$f"); done
-(cd "$src" && scripts/kconfig/merge_config.sh -n -O "$out" "${paths[@]}" "$out/.zc-localversion.config") \
-	>"$out/.zc-config.log" 2>&1 || { cat "$out/.zc-config.log" >&2; die "merge_config.sh failed"; }
-"${kmake[@]}" -s olddefconfig >>"$out/.zc-config.log" 2>&1 || { cat "$out/.zc-config.log" >&2; die "olddefconfig failed"; }
 "$ZC_TOP/scripts/check-config.sh" "$out/.config" "${paths[@]}"
 
 say "kernel $flavor: building in $out (log: $out/.zc-build.log)"

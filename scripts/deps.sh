@@ -2,6 +2,7 @@
 # Installs the Debian packages the project needs (bookworm), and says which ones.
 # Idempotent: with everything present it installs nothing.
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 pkgs=(linux-source-6.1 qemu-system-x86 qemu-system-data busybox-static e2fsprogs fio ccache flex bison

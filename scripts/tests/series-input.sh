@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Host tests of the revision inputs (lib.sh, kernel-tree.sh): a quilt directory, an mbox
+# with a cover letter, an mbox with folded subjects, a --tree/--range, a range with a merge
+# (refused), a revision that does not apply (fails naming the patch), switching revisions
+# and back (cached), and the cache key of patches/ (unchanged). It uses throwaway git repos
+# with a tiny fake "kernel" as KERNEL_SRC and its own cache; it builds nothing and runs in
+# seconds. Prints TAP ("ok - "/"not ok - ") and ends with "N passed, N failed".
+# Usage: scripts/tests/series-input.sh
+# The sh -c '...' checks expand their arguments themselves:
+# shellcheck disable=SC2016
+set -euo pipefail
+top=$(cd "$(dirname "$0")/../.." && pwd)
+work=$(mktemp -d /tmp/zc-series-test.XXXXXX)
+trap '[ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
+passed=0
+failed=0
+ok() { printf 'ok - %s\n' "$*"; passed=$((passed + 1)); }
+notok() { printf 'not ok - %s\n' "$*"; failed=$((failed + 1)); }
+check() { # check NAME CMD...: ok when CMD succeeds
+	local name=$1
+	shift
+	if "$@" >"$work/check.out" 2>&1; then ok "$name"; else
+		notok "$name"
+		sed 's/^/    /' "$work/check.out"
+	fi
+}
+g() { git -c user.name=Dev -c user.email=dev@example.invalid -c init.defaultBranch=master -c advice.detachedHead=false "$@"; }
+
+# The fake kernel: a Makefile that knows its version, a header, a .c file.
+kernel=$work/linux
+mkdir -p "$kernel/include/linux" "$kernel/fs"
+printf 'kernelversion:\n\t@echo 6.1.0-fake\n' >"$kernel/Makefile"
+printf '#ifndef _SPLICE_H\n#define _SPLICE_H\n#define SPLICE_F_MOVE (0x01)\n#endif\n' >"$kernel/include/linux/splice.h"
+printf 'int splice(void)\n{\n\treturn 0;\n}\n' >"$kernel/fs/splice.c"
+g -C "$kernel" init -q
+g -C "$kernel" add -A
+g -C "$kernel" commit -q -m "Linux 6.1.0-fake"
+g -C "$kernel" tag v6.1-fake
+g -C "$kernel" checkout -q -b topic
+sed -i 's/^#endif/#define SPLICE_F_DIRECT (0x10)\n#endif/' "$kernel/include/linux/splice.h"
+g -C "$kernel" commit -q -a -m "io_uring/splice: support do_splice_direct" -m "Adds SPLICE_F_DIRECT."
+# A subject long enough that format-patch folds the Subject: header.
+long="fs/splice: add a helper whose subject is long enough that git format-patch folds the header line"
+sed -i 's/return 0;/return SPLICE_F_DIRECT;/' "$kernel/fs/splice.c"
+g -C "$kernel" commit -q -a -m "$long"
+want_tree=$(g -C "$kernel" rev-parse 'HEAD^{tree}')
+
+# The cache and the environment the scripts see: the fake kernel is the base.
+export UBLK_ZC_CACHE=$work/cache KERNEL_SRC=$work/base-src
+unset ZC_SERIES_SRC ZC_SERIES_TREE ZC_SERIES_RANGE ZC_SERIES_DIR ZC_SERIES_ORIGIN ZC_LOCK_HELD
+mkdir -p "$KERNEL_SRC"
+g -C "$kernel" archive v6.1-fake | tar -x -C "$KERNEL_SRC" # a plain tree, not a git one
+kt() { "$top/scripts/kernel-tree.sh" "$@"; }
+patched_tree() { git -C "$UBLK_ZC_CACHE/src/patched" rev-parse 'HEAD^{tree}'; }
+
+# 1. An mbox with a cover letter, as git format-patch --cover-letter --stdout writes it.
+g -C "$kernel" format-patch -q --cover-letter --stdout v6.1-fake..topic >"$work/v1-cover.mbox"
+grep -q '^Subject: \[PATCH 0/2\]' "$work/v1-cover.mbox"
+check "mbox with a cover letter: kernel-tree.sh applies it" \
+	sh -c 'ZC_SERIES_SRC="$1" "$0" >"$2" 2>&1' "$top/scripts/kernel-tree.sh" "$work/v1-cover.mbox" "$work/first.log"
+check "mbox with a cover letter: the patched tree is the branch's tree" test "$(patched_tree)" = "$want_tree"
+check "mbox with a cover letter: the cover letter is skipped, 2 patches remain" \
+	sh -c 'test "$(wc -l <"$(ls -d "$0"/revisions/*/ | head -n 1)series")" -eq 2' "$UBLK_ZC_CACHE"
+check "mbox with a cover letter: the skip is reported" grep -q 'skipping the cover letter: \[PATCH 0/2\]' "$work/first.log"
+check "mbox: a second run applies nothing" \
+	sh -c 'ZC_SERIES_SRC="$1" "$0" 2>&1 | grep -q "already applied (.*), nothing to do"' "$top/scripts/kernel-tree.sh" "$work/v1-cover.mbox"
+
+# 2. Folded Subject: headers are unfolded in the report.
+check "mbox with folded subjects: the Subject: header is folded in the mbox" \
+	awk '/^Subject: \[PATCH 2\/2\]/ { s = 1; next } s && /^ / { found = 1 } { s = 0 } END { exit !found }' "$work/v1-cover.mbox"
+describe() { (
+	# shellcheck source=scripts/lib.sh
+	. "$top/scripts/lib.sh"
+	series_resolve
+	series_describe
+); }
+check "mbox with folded subjects: the report names the whole subject" \
+	sh -c 'ZC_SERIES_SRC="$1" bash -c "$2" | grep -qxF "patch 2/2: $3"' _ "$work/v1-cover.mbox" \
+	". '$top/scripts/lib.sh'; series_resolve; series_describe" "$long"
+check "mbox: the report names the series hash and the base" \
+	sh -c 'ZC_SERIES_SRC="$1" bash -c "$2" | grep -q "^series hash: [0-9a-f]\{16\} .*base: KERNEL_SRC" || ZC_SERIES_SRC="$1" bash -c "$2" | grep -q "^base: KERNEL_SRC 6.1.0-fake"' \
+	_ "$work/v1-cover.mbox" ". '$top/scripts/lib.sh'; series_resolve; series_describe"
+
+# 3. The same commits as --tree/--range give the same tree; a quilt directory too.
+check "--tree/--range: applies" env ZC_SERIES_TREE="$kernel" ZC_SERIES_RANGE=v6.1-fake..topic "$top/scripts/kernel-tree.sh"
+check "--tree/--range: same tree as the mbox" test "$(patched_tree)" = "$want_tree"
+mkdir -p "$work/quilt"
+g -C "$kernel" format-patch -q -o "$work/quilt" v6.1-fake..topic
+(cd "$work/quilt" && printf '%s\n' ./*.patch | sed 's#^\./##' >series)
+check "quilt directory: applies" env ZC_SERIES_SRC="$work/quilt" "$top/scripts/kernel-tree.sh"
+check "quilt directory: same tree" test "$(patched_tree)" = "$want_tree"
+
+# 4. Switching back to a revision applied before applies nothing.
+check "switching back to the mbox: cached, nothing applied" \
+	sh -c 'ZC_SERIES_SRC="$1" "$0" 2>&1 | tee /dev/stderr | grep -q "was applied before" && ! ZC_SERIES_SRC="$1" "$0" 2>&1 | grep -q "  apply "' \
+	"$top/scripts/kernel-tree.sh" "$work/v1-cover.mbox"
+
+# 5. A range with a merge commit is refused, with a message.
+g -C "$kernel" checkout -q -b side v6.1-fake
+echo "/* side */" >>"$kernel/fs/splice.c"
+g -C "$kernel" commit -q -a -m "side change"
+g -C "$kernel" checkout -q topic
+g -C "$kernel" merge -q --no-edit side >/dev/null 2>&1
+if out=$(ZC_SERIES_TREE=$kernel ZC_SERIES_RANGE=v6.1-fake..topic "$top/scripts/kernel-tree.sh" 2>&1); then
+	notok "range with a merge commit: refused"
+else
+	ok "range with a merge commit: refused"
+	check "range with a merge commit: the message names the merge" grep -q "contains merge commit(s): [0-9a-f]* (Merge branch 'side'" <<<"$out"
+	printf '%s\n' "$out" | grep -E 'ERROR|Merge' | sed 's/^/    # /'
+fi
+
+# 6. A revision that does not apply fails with git's message and the name of the patch.
+g -C "$kernel" checkout -q -b bad v6.1-fake
+printf 'int other(void);\n' >"$kernel/fs/splice.c"
+g -C "$kernel" commit -q -a -m "fs/splice: rewrite"
+echo "/* more */" >>"$kernel/fs/splice.c"
+g -C "$kernel" commit -q -a -m "fs/splice: more"
+g -C "$kernel" format-patch -q --stdout HEAD~1..HEAD >"$work/bad.mbox" # needs its parent
+if out=$(ZC_SERIES_SRC=$work/bad.mbox "$top/scripts/kernel-tree.sh" 2>&1); then
+	notok "a revision that does not apply: fails"
+else
+	ok "a revision that does not apply: fails"
+	check "a revision that does not apply: git's message" grep -q 'error: patch failed: fs/splice.c' <<<"$out"
+	check "a revision that does not apply: the patch is named" grep -q "patch 1/1 0001-fs-splice-more.patch ('fs/splice: more') does not apply" <<<"$out"
+	printf '%s\n' "$out" | grep -E 'error|ERROR' | sed 's/^/    # /'
+fi
+check "after a failed apply the previous revision is still checked out" test "$(patched_tree)" = "$want_tree"
+
+# 7. A message without a diff that is no cover letter is refused; an mbox without patches too.
+printf 'From nobody Mon Sep 17 00:00:00 2001\nFrom: A <a@b.c>\nSubject: [PATCH 1/1] nothing\n\nno diff here\n' >"$work/nodiff.mbox"
+check "an mbox message without a diff (not 0/N) is refused" \
+	sh -c '! ZC_SERIES_SRC="$1" "$0" 2>&1 | grep -q x; ZC_SERIES_SRC="$1" "$0" 2>&1 | grep -q "has no diff and is not a cover letter"' \
+	"$top/scripts/kernel-tree.sh" "$work/nodiff.mbox"
+
+# 8. The cache key of patches/ is what it was (base commit + sha256 of each patch file), so
+#    caches made before this change stay valid.
+old_key=$({
+	git -C "$UBLK_ZC_CACHE/src/base" rev-parse base
+	while read -r p; do sha256sum <"$top/patches/$p"; done < <(grep -v '^#' "$top/patches/series" | sed '/^$/d')
+} | sha256sum | cut -c1-16)
+new_key=$(bash -c ". '$top/scripts/lib.sh'; series_resolve; series_hash")
+check "the key of patches/ is unchanged ($old_key)" test "$old_key" = "$new_key"
+check "patches/ is branch series" test "$(bash -c ". '$top/scripts/lib.sh'; series_resolve; series_branch")" = series
+
+printf '%d passed, %d failed\n' "$passed" "$failed"
+[ "$failed" -eq 0 ]
