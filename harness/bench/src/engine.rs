@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
+use ublk::buf::AlignedBuf;
 
 use anyhow::{bail, Context, Result};
 use io_uring::{opcode, types, IoUring};
@@ -42,25 +43,6 @@ impl Pattern {
     }
 }
 
-/// A page-aligned buffer inside a plain Vec (so the worker stays Send).
-struct AlignedBuf {
-    mem: Vec<u8>,
-    off: usize,
-    len: usize,
-}
-
-impl AlignedBuf {
-    fn new(len: usize, fill: u8) -> AlignedBuf {
-        let mut mem = vec![fill; len + 4096];
-        let off = mem.as_mut_ptr().align_offset(4096);
-        AlignedBuf { mem, off, len }
-    }
-
-    fn ptr(&mut self) -> *mut u8 {
-        self.mem[self.off..self.off + self.len].as_mut_ptr()
-    }
-}
-
 /// One submitting thread's state: its ring, buffers and position.
 pub struct Worker {
     ring: IoUring,
@@ -92,7 +74,7 @@ impl Worker {
         let ring = IoUring::new((qd as u32).next_power_of_two().max(2))
             .context("io_uring_setup for the bench ring")?;
         let bufs = (0..qd)
-            .map(|i| AlignedBuf::new(bs as usize, 0x5a ^ i as u8))
+            .map(|i| AlignedBuf::filled(bs as usize, 0x5a ^ i as u8))
             .collect();
         Ok(Worker {
             ring,
@@ -126,7 +108,7 @@ impl Worker {
 
     fn push(&mut self, fd: i32, slot: usize) -> Result<()> {
         let off = self.next_offset();
-        let ptr = self.bufs[slot].ptr();
+        let ptr = self.bufs[slot].as_mut_ptr();
         let len = self.bs as u32;
         let sqe = if self.pattern.is_write() {
             opcode::Write::new(types::Fd(fd), ptr, len)

@@ -307,7 +307,8 @@ pub fn run_guest(o: &Opts) -> Result<()> {
         .unwrap_or(1);
     let size = o.size_mib << 20;
 
-    let iowq = match KprobeCounter::new("iowq", "io_wq_submit_work") {
+    let iowq = match KprobeCounter::new("io_wq_submit_work").and_then(|k| k.count_only().map(|_| k))
+    {
         Ok(k) => Some(k),
         Err(e) => {
             eprintln!("ublk-bench: io-wq punts not counted: {e:#}");
@@ -330,7 +331,7 @@ pub fn run_guest(o: &Opts) -> Result<()> {
     writeln!(
         meta,
         "iowq_probe\t{}",
-        iowq.as_ref().map(|k| k.func()).unwrap_or("none")
+        iowq.as_ref().map(|k| k.symbol.as_str()).unwrap_or("none")
     )?;
 
     let home = PathBuf::from("/tmp/ublk-bench-criterion");

@@ -1,7 +1,5 @@
 //! Guest-wide CPU time from /proc/stat and a kprobe hit counter (tracefs).
 
-use std::path::{Path, PathBuf};
-
 use anyhow::{anyhow, Context, Result};
 
 /// Busy CPU time of all CPUs, in USER_HZ ticks.
@@ -54,86 +52,5 @@ pub fn user_hz() -> f64 {
     }
 }
 
-/// A kprobe event whose hits (kprobe_profile) count calls of a function.
-pub struct KprobeCounter {
-    tracefs: PathBuf,
-    event: String,
-    func: String,
-}
-
-const GROUP: &str = "ublkbench";
-
-fn tracefs() -> Option<PathBuf> {
-    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.join("kprobe_events").exists())
-}
-
-fn append(path: &Path, text: &str) -> Result<()> {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(path)
-        .with_context(|| format!("open {}", path.display()))?;
-    f.write_all(text.as_bytes())
-        .with_context(|| format!("write {text:?} to {}", path.display()))
-}
-
-impl KprobeCounter {
-    /// Places `p:ublkbench/EVENT FUNC` and enables it with tracing off (the
-    /// hit counter still counts; nothing goes to the ring buffer).
-    pub fn new(event: &str, func: &str) -> Result<KprobeCounter> {
-        let tracefs = tracefs().ok_or_else(|| anyhow!("no tracefs with kprobe_events"))?;
-        std::fs::write(tracefs.join("tracing_on"), "0").context("tracing_on=0")?;
-        append(
-            &tracefs.join("kprobe_events"),
-            &format!("p:{GROUP}/{event} {func}\n"),
-        )
-        .with_context(|| format!("place a kprobe on {func}"))?;
-        let k = KprobeCounter {
-            tracefs,
-            event: event.into(),
-            func: func.into(),
-        };
-        std::fs::write(
-            k.tracefs.join(format!("events/{GROUP}/{event}/enable")),
-            "1",
-        )
-        .with_context(|| format!("enable kprobe {event}"))?;
-        Ok(k)
-    }
-
-    pub fn func(&self) -> &str {
-        &self.func
-    }
-
-    pub fn hits(&self) -> Result<u64> {
-        let s = std::fs::read_to_string(self.tracefs.join("kprobe_profile"))
-            .context("read kprobe_profile")?;
-        let name = format!("{GROUP}/{}", self.event);
-        for l in s.lines() {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            if f.len() >= 2 && (f[0] == name || f[0] == self.event) {
-                return f[1]
-                    .parse()
-                    .with_context(|| format!("parse kprobe_profile line {l:?}"));
-            }
-        }
-        Err(anyhow!("kprobe {name} not in kprobe_profile"))
-    }
-}
-
-impl Drop for KprobeCounter {
-    fn drop(&mut self) {
-        let _ = std::fs::write(
-            self.tracefs
-                .join(format!("events/{GROUP}/{}/enable", self.event)),
-            "0",
-        );
-        let _ = append(
-            &self.tracefs.join("kprobe_events"),
-            &format!("-:{GROUP}/{}\n", self.event),
-        );
-    }
-}
+/// The workspace's kprobe helper (hits of a kernel function, from kprobe_profile).
+pub use ublk_suite::tracefs::Kprobe as KprobeCounter;

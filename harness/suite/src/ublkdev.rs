@@ -115,12 +115,28 @@ pub fn wait_block_node(id: u32, timeout: Duration) -> Result<PathBuf> {
     }
 }
 
-/// No ublk device exists: no `/dev/ublk[bc]*` entry, no device the driver knows.
+/// Devices the driver has (sysfs `ublk-char` entries).
+fn sysfs_devices() -> Vec<String> {
+    std::fs::read_dir("/sys/class/ublk-char")
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// No ublk device exists: no `/dev/ublk[bc]*` entry, no device the driver knows, no
+/// server state file under /run/ublk.
 pub fn no_devices() -> Result<()> {
     let entries = ublk_entries()?;
-    let ids = ublk::admin::device_ids();
-    if !entries.is_empty() || !ids.is_empty() {
-        bail!("ublk devices are left: entries {entries:?}, device ids {ids:?}");
+    let devices = sysfs_devices();
+    let states = ublk::state::ids();
+    if !entries.is_empty() || !devices.is_empty() || !states.is_empty() {
+        bail!(
+            "ublk devices are left: /dev entries {entries:?}, devices {devices:?}, state files \
+             of ids {states:?}"
+        );
     }
     Ok(())
 }
