@@ -3,7 +3,8 @@
 //!
 //! - [`HoldTarget`] holds a data request until the test releases it, so the test can
 //!   splice against a started request itself;
-//! - [`UnderfillTarget`] fills only the first half of a READ but commits its full length;
+//! - [`UnderfillTarget`] fills only a prefix of a READ (the first half, or a quarter then
+//!   a hole) but commits its full length;
 //! - [`FailTarget`] fails the requests of one kind with an errno.
 //!
 //! Everything they do not change on purpose is the loop target's real work (data, FLUSH,
@@ -11,7 +12,7 @@
 
 use anyhow::{anyhow, Result};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use ublk::target::{data_op, DataRef, IoOp, LoopTarget, Plan, Progress, Request, Target};
@@ -154,32 +155,76 @@ pub struct UnderfillLog {
     pub remainders: Vec<Request>,
 }
 
-/// Under-fills one READ when armed: on the first dispatch it splices (or reads) only the
-/// first half of the request and commits the full length.  The kernel must complete no
-/// more than what was filled and send the rest again; this target serves that remainder
-/// (a READ starting where the filled half ended) in full and logs it.
+/// How [`UnderfillTarget`] fills the READ it is armed for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Underfill {
+    /// Only the first half of the request, then commit its full length.
+    FirstHalf,
+    /// The first quarter and the second half, leaving the second quarter a hole, then
+    /// commit the full length: only the first quarter is a filled prefix.
+    Hole,
+}
+
+/// Under-fills one READ when armed, and commits its full length anyway.  The kernel must
+/// complete no more than the filled prefix and send the rest again; this target serves
+/// that remainder (a READ starting where the prefix ended) in full and logs it.
 pub struct UnderfillTarget {
     inner: LoopTarget,
-    armed: AtomicBool,
-    log: Mutex<(UnderfillLog, Vec<(u64, u32)>)>,
+    armed: Mutex<Option<Underfill>>,
+    log: Mutex<UnderfillState>,
 }
+
+/// The log, the remainders expected (start sector, sectors), and the READs in the middle
+/// of a hole fill (start sector).
+type UnderfillState = (UnderfillLog, Vec<(u64, u32)>, Vec<u64>);
 
 impl UnderfillTarget {
     pub fn new(inner: LoopTarget) -> UnderfillTarget {
         UnderfillTarget {
             inner,
-            armed: AtomicBool::new(false),
+            armed: Mutex::new(None),
             log: Mutex::new(Default::default()),
         }
     }
 
-    /// Under-fill the next READ of at least two sectors.
-    pub fn arm(&self) {
-        self.armed.store(true, Ordering::SeqCst);
+    /// Under-fill the next READ of at least four sectors, the way `how` says.
+    pub fn arm(&self, how: Underfill) {
+        *lock(&self.armed) = Some(how);
     }
 
     pub fn log(&self) -> UnderfillLog {
         lock(&self.log).0.clone()
+    }
+
+    /// The data op of `req` from byte `from`, `len` bytes long.
+    fn part(&self, req: &Request, data: DataRef, from: u32, len: u32) -> Option<IoOp> {
+        let fd = self.inner.backing_info().fd;
+        Some(match data_op(req, data, fd, from)? {
+            IoOp::Splice {
+                fd_in,
+                off_in,
+                fd_out,
+                off_out,
+                flags,
+                ..
+            } => IoOp::Splice {
+                fd_in,
+                off_in,
+                fd_out,
+                off_out,
+                len,
+                flags,
+            },
+            IoOp::Read {
+                fd, addr, offset, ..
+            } => IoOp::Read {
+                fd,
+                addr,
+                len,
+                offset,
+            },
+            _ => return None,
+        })
     }
 }
 
@@ -197,11 +242,27 @@ impl Target for UnderfillTarget {
         self.inner.params(max_io_buf_bytes)
     }
     fn plan(&self, req: &Request, data: DataRef, at: Progress) -> Plan {
-        if req.op != UBLK_IO_OP_READ || at != Progress::default() {
+        if req.op != UBLK_IO_OP_READ {
             return self.inner.plan(req, data, at);
         }
+        let total = req.nr_sectors << 9;
+        let quarter = (req.nr_sectors / 4) << 9;
         let mut g = lock(&self.log);
-        let (log, pending) = &mut *g;
+        let (log, pending, in_hole) = &mut *g;
+        if let Some(i) = in_hole.iter().position(|&s| s == req.start_sector) {
+            // a hole fill going on: [0, q) is done; fill [2q, 4q), then commit it all
+            if at.done == quarter {
+                return match self.part(req, data, 2 * quarter, total - 2 * quarter) {
+                    Some(op) => Plan::Submit(op),
+                    None => Plan::Complete(-libc::EIO),
+                };
+            }
+            in_hole.remove(i);
+            return Plan::Complete(total as i32);
+        }
+        if at != Progress::default() {
+            return self.inner.plan(req, data, at);
+        }
         if let Some(i) = pending
             .iter()
             .position(|&(start, nr)| start == req.start_sector && nr == req.nr_sectors)
@@ -210,46 +271,38 @@ impl Target for UnderfillTarget {
             log.remainders.push(*req);
             return self.inner.plan(req, data, at);
         }
-        if req.nr_sectors < 2 || !self.armed.swap(false, Ordering::SeqCst) {
+        if req.nr_sectors < 4 {
             return self.inner.plan(req, data, at);
         }
-        let half_sectors = req.nr_sectors / 2;
-        let half = half_sectors << 9;
-        let fd = self.inner.backing_info().fd;
-        let op = match data_op(req, data, fd, 0) {
-            Some(IoOp::Splice {
-                fd_in,
-                off_in,
-                fd_out,
-                off_out,
-                flags,
-                ..
-            }) => IoOp::Splice {
-                fd_in,
-                off_in,
-                fd_out,
-                off_out,
-                len: half,
-                flags,
-            },
-            Some(IoOp::Read {
-                fd, addr, offset, ..
-            }) => IoOp::Read {
-                fd,
-                addr,
-                len: half,
-                offset,
-            },
-            _ => return Plan::Complete(-libc::EIO),
+        let Some(how) = lock(&self.armed).take() else {
+            return self.inner.plan(req, data, at);
         };
+        let (filled, op) = match how {
+            Underfill::FirstHalf => {
+                let half = (req.nr_sectors / 2) << 9;
+                (half, self.part(req, data, 0, half))
+            }
+            Underfill::Hole => {
+                in_hole.push(req.start_sector);
+                (quarter, self.part(req, data, 0, quarter))
+            }
+        };
+        let Some(op) = op else {
+            return Plan::Complete(-libc::EIO);
+        };
+        let filled_sectors = filled >> 9;
         pending.push((
-            req.start_sector + u64::from(half_sectors),
-            req.nr_sectors - half_sectors,
+            req.start_sector + u64::from(filled_sectors),
+            req.nr_sectors - filled_sectors,
         ));
         log.underfilled.push(*req);
-        Plan::SubmitAndCommit {
-            op,
-            result: (req.nr_sectors << 9) as i32,
+        match how {
+            Underfill::FirstHalf => Plan::SubmitAndCommit {
+                op,
+                result: total as i32,
+            },
+            // continues at done = quarter (above)
+            Underfill::Hole => Plan::Submit(op),
         }
     }
 }

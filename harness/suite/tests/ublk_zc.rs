@@ -27,7 +27,7 @@ use ublk_suite::blockio::{fill_block, open_direct, read_range, AlignedBuf};
 use ublk_suite::check::{self, must};
 use ublk_suite::files::{check_bytes, pattern};
 use ublk_suite::kmsg::{splats, KmsgTail};
-use ublk_suite::targets::{FailTarget, HoldTarget, Release, UnderfillTarget};
+use ublk_suite::targets::{FailTarget, HoldTarget, Release, Underfill, UnderfillTarget};
 use ublk_suite::tracefs::{error_log, kallsyms_lookup, Kprobe};
 use ublk_suite::ublkcli::{self, spawn_dd, spawn_fg, ublk_cli};
 use ublk_suite::ublkdev::no_devices;
@@ -749,74 +749,99 @@ fn failed_requests_reach_the_reader() {
 // READ fill, privilege, mirror
 // ---------------------------------------------------------------------------------
 
-/// A READ committed with more bytes than were filled never shows what its pages held
-/// before.  The under-fill target splices only the first half of a 64 KiB READ and
-/// commits 64 KiB; the kernel must complete only the filled half and send the rest
-/// again, which the target then fills.  The reader's buffer (O_DIRECT: the request's own
-/// pages) is pre-filled with a marker: every byte must be the backing data.
-#[test]
-fn read_committed_unfilled_never_shows_old_pages() {
-    must(fresh());
-    must(require_splice_zc());
+/// Reads 64 KiB at 1 MiB with O_DIRECT into a buffer pre-filled with a marker, from a
+/// device whose under-fill target fills that READ as `how` says and commits it whole.
+/// Every byte must be the backing data (never the marker: what the pages held before),
+/// and the unfilled rest must come back to the server as a READ of its own, starting
+/// where the filled prefix ended.
+fn underfilled_read(how: Underfill) -> Result<()> {
+    fresh()?;
+    require_splice_zc()?;
     let size = 4u64 << 20;
-    let bf = must(backing_file(Backing::Buffered, size)).expect("backing");
+    let bf = backing_file(Backing::Buffered, size)?.ok_or_else(|| anyhow!("no backing"))?;
     let data = pattern(0x0f11, size as usize);
-    must(ublk_suite::files::write_file(&bf.path, &data));
-    let t = Arc::new(UnderfillTarget::new(must(LoopTarget::open(&bf.path, true))));
+    ublk_suite::files::write_file(&bf.path, &data)?;
+    let t = Arc::new(UnderfillTarget::new(LoopTarget::open(&bf.path, true)?));
     let mut cfg = DeviceConfig::new();
     cfg.zero_copy = true;
     cfg.depth = 4;
-    let dev = must(Device::start_with(&cfg, t.clone()));
+    let dev = Device::start_with(&cfg, t.clone())?;
     let (off, len) = (1u64 << 20, 64usize << 10);
-    t.arm();
-    let f = must(open_direct(&dev.block_path()));
+    t.arm(how);
+    let f = open_direct(&dev.block_path())?;
     let mut buf = AlignedBuf::filled(len, 0xa5);
     let n = f.read_at(buf.as_mut_slice(), off);
     drop(f);
     let log = t.log();
     let st = dev.stats();
-    must(dev.stop_and_delete());
-    println!("READ returned {n:?}; target log {log:?}; server {st:?}");
-    let n = n.expect("the O_DIRECT READ");
+    dev.stop_and_delete()?;
+    println!("{how:?}: READ returned {n:?}; target log {log:?}; server {st:?}");
+    let n = n.context("the O_DIRECT READ")?;
     let want = &data[off as usize..off as usize + len];
     let got = buf.as_slice();
-    let marker = got
+    let marker: Vec<usize> = got
         .iter()
         .zip(want)
         .enumerate()
         .filter(|(_, (g, w))| **g == 0xa5 && **w != 0xa5)
         .map(|(i, _)| i)
-        .collect::<Vec<_>>();
-    assert!(
-        marker.is_empty(),
-        "{} bytes (first at +{}, last at +{}) still hold the marker: the pages' old contents \
-         reached the reader of a READ committed with more bytes than were filled",
-        marker.len(),
-        marker.first().copied().unwrap_or(0),
-        marker.last().copied().unwrap_or(0)
-    );
-    must(check_bytes(
-        "the under-filled READ",
+        .collect();
+    if !marker.is_empty() {
+        bail!(
+            "{how:?}: {} bytes (first at +{}, last at +{}) still hold the marker: the pages' \
+             old contents reached the reader of a READ committed with more bytes than were \
+             filled",
+            marker.len(),
+            marker[0],
+            marker[marker.len() - 1]
+        );
+    }
+    check_bytes(
+        &format!("the under-filled READ ({how:?})"),
         off,
         &got[..n],
         &want[..n],
-    ));
-    assert_eq!(n, len, "the READ returned {n} of {len} bytes");
-    assert_eq!(
-        log.underfilled.len(),
-        1,
-        "the target under-filled {:?}",
-        log.underfilled
-    );
-    let u = log.underfilled[0];
-    let half = u64::from(u.nr_sectors / 2);
-    assert!(
-        log.remainders
-            .iter()
-            .any(|r| r.start_sector == u.start_sector + half),
-        "the unfilled remainder of {u:?} was not dispatched again: remainders {:?}",
-        log.remainders
-    );
+    )?;
+    if n != len {
+        bail!("{how:?}: the READ returned {n} of {len} bytes");
+    }
+    let [u] = log.underfilled[..] else {
+        bail!("{how:?}: the target under-filled {:?}", log.underfilled);
+    };
+    let prefix = u64::from(match how {
+        Underfill::FirstHalf => u.nr_sectors / 2,
+        Underfill::Hole => u.nr_sectors / 4,
+    });
+    if !log
+        .remainders
+        .iter()
+        .any(|r| r.start_sector == u.start_sector + prefix)
+    {
+        bail!(
+            "{how:?}: the unfilled rest of {u:?} (from sector {}) was not dispatched again: \
+             remainders {:?}",
+            u.start_sector + prefix,
+            log.remainders
+        );
+    }
+    Ok(())
+}
+
+/// A READ committed with more bytes than were filled never shows what its pages held
+/// before: the under-fill target splices only the first half of a 64 KiB READ and
+/// commits 64 KiB; the kernel completes only the filled half and sends the rest again,
+/// which the target then fills.
+#[test]
+fn read_committed_unfilled_never_shows_old_pages() {
+    must(underfilled_read(Underfill::FirstHalf));
+}
+
+/// A fill after a hole does not count: the target fills the first quarter and the second
+/// half of a READ (the second quarter stays a hole) and commits it whole; only the first
+/// quarter is a filled prefix, so the rest (from the hole on) is sent again.
+#[test]
+fn read_fill_after_a_hole_does_not_count() {
+    must(underfilled_read(Underfill::Hole));
 }
 
 /// FETCH_REQ on a zero-copy device from a queue thread without CAP_SYS_ADMIN in its
