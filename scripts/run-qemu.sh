@@ -20,14 +20,20 @@
 #                       (and build no kernel and no suite: the kernel must exist)
 #   --disk-size SIZE, --results DIR, --accel auto|kvm|tcg, --env NAME=VALUE
 #                       see `target/release/vmrun run --help`
-#   CMD                 default: the in-guest suite, target/release/ublk-suite, which
-#                       scripts/build-suite.sh builds first
+#   --series PATH, --tree DIR --range A..B
+#                       the revision of the series the patched/debug flavors are built
+#                       with (as scripts/test.sh takes them; default: patches/)
+#   --label NAME        the suite's label, which says what the kernel must answer:
+#                       patched, debug or base (default: the flavor, or the image's
+#                       release: -ublkzc, -ublkzc-debug, -base)
+#   CMD                 default: the in-guest suite, target/release/ublk-suite --label
+#                       NAME, which scripts/build-suite.sh builds first
 # Exit status: vmrun's: CMD's status on a clean kernel log, 125 for a kernel splat, 124
 # for a timeout, 123 when the VM itself failed, 2 for bad usage.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-usage() { sed -n '2,28s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,35s/^# \{0,1\}//p' "$0"; }
 usage_error() { printf 'ERROR: %s (see scripts/run-qemu.sh --help)\n' "$*" >&2; exit 2; }
 
 kernel=patched
@@ -37,6 +43,7 @@ dry_run=
 shell=
 results=
 timeout=
+label=
 while [ $# -gt 0 ]; do
 	case "$1" in
 	-h | --help) usage; exit 0 ;;
@@ -48,6 +55,11 @@ while [ $# -gt 0 ]; do
 	--results=*) results=${1#*=}; opts+=("$1"); shift ;;
 	--timeout) [ $# -ge 2 ] || usage_error "--timeout needs a value"; timeout=$2; opts+=("$1" "$2"); shift 2 ;;
 	--timeout=*) timeout=${1#*=}; opts+=("$1"); shift ;;
+	--label) [ $# -ge 2 ] || usage_error "--label needs a value"; label=$2; shift 2 ;;
+	--label=*) label=${1#*=}; shift ;;
+	--series | --tree | --range)
+		[ $# -ge 2 ] || usage_error "$1 needs a value"; series_opt "$1" "$2"; shift 2 ;;
+	--series=* | --tree=* | --range=*) series_opt "${1%%=*}" "${1#*=}"; shift ;;
 	--) shift; cmd=("$@"); break ;;
 	--cpus=* | --mem=* | --append=* | --disk-size=* | --accel=* | --env=*) opts+=("$1"); shift ;;
 	--cpus | --mem | --append | --disk-size | --accel | --env)
@@ -57,6 +69,48 @@ while [ $# -gt 0 ]; do
 	esac
 done
 [ -z "$shell" ] || [ ${#cmd[@]} -eq 0 ] || usage_error "--shell and a command exclude each other"
+[ -z "$label" ] || [ ${#cmd[@]} -eq 0 ] || usage_error "--label is the suite's; a command of your own takes its own options"
+
+# The release of a bzImage (6.1.192-ublkzc), from its setup header's kernel_version.
+image_release() {
+	local off
+	off=$(od -An -tu2 -j $((0x20E)) -N2 "$1" 2>/dev/null | tr -d ' ') || return 0
+	[ -n "$off" ] || return 0
+	dd if="$1" bs=1 skip=$((off + 0x200)) count=128 status=none 2>/dev/null | tr '\0' '\n' | head -n 1 | cut -d' ' -f1
+}
+
+# What runs: CMD, a shell, or the suite (whose label says which kernel it runs on).
+suite_mode=
+if [ ${#cmd[@]} -eq 0 ] && [ -z "$shell" ]; then
+	suite_mode=1
+fi
+case "$kernel" in
+base | patched | debug) ;;
+*)
+	if [ -d "$kernel" ]; then
+		[ -f "$kernel/arch/x86/boot/bzImage" ] ||
+			usage_error "--kernel $kernel: a directory without arch/x86/boot/bzImage (not a built kernel build directory)"
+	elif [ ! -f "$kernel" ]; then
+		usage_error "--kernel $kernel: neither a flavor (base, patched, debug), a bzImage nor a kernel build directory"
+	fi
+	;;
+esac
+if [ -n "$suite_mode" ] && [ -z "$label" ]; then
+	case "$kernel" in
+	base | patched | debug) label=$kernel ;;
+	*)
+		kimage=$kernel
+		[ ! -d "$kernel" ] || kimage=$kernel/arch/x86/boot/bzImage
+		release=$(image_release "$kimage")
+		case "$release" in
+		*-ublkzc-debug) label=debug ;;
+		*-ublkzc) label=patched ;;
+		*-base) label=base ;;
+		*) usage_error "cannot tell which kernel $kimage is (release '${release:-?}'): give --label patched, debug or base" ;;
+		esac
+		;;
+	esac
+fi
 
 t0=$(date +%s)
 progress() { say "run-qemu [$(($(date +%s) - t0))s]: $*"; }
@@ -77,33 +131,27 @@ base | patched | debug)
 		progress "kernel $kernel (scripts/build-kernel.sh $kernel; the first build takes a while)"
 		image=$("$ZC_TOP/scripts/build-kernel.sh" "$kernel")
 	fi
-	;;
-*)
-	if [ -d "$kernel" ]; then
-		[ -f "$kernel/arch/x86/boot/bzImage" ] ||
-			usage_error "--kernel $kernel: a directory without arch/x86/boot/bzImage (not a built kernel build directory)"
-	elif [ ! -f "$kernel" ]; then
-		usage_error "--kernel $kernel: neither a flavor (base, patched, debug), a bzImage nor a kernel build directory"
+	if [ "$kernel" != base ]; then
+		# The revision under test, in every report.
+		series_resolve
+		series_describe | sed 's/^/    /' >&2
 	fi
-	image=$kernel
 	;;
+*) image=$kernel ;;
 esac
 
 # 3. The harness, and the suite when it is what runs.
 progress "building the harness (cargo build --release)"
 vmrun=$(harness_bin vmrun)
-suite_mode=
-if [ ${#cmd[@]} -eq 0 ] && [ -z "$shell" ]; then
-	suite_mode=1
-	suite=$ZC_TOP/target/release/ublk-suite
+if [ -n "$suite_mode" ]; then
 	if [ -z "$dry_run" ]; then
 		progress "building the in-guest suite (scripts/build-suite.sh)"
 		"$ZC_TOP/scripts/build-suite.sh"
 	fi
-	cmd=("$suite")
+	cmd=("$ZC_TOP/target/release/ublk-suite" --label "$label")
 	if [ -z "$timeout" ]; then
 		# As scripts/test.sh gives it: the whole suite takes minutes under TCG.
-		case "$kernel" in debug) timeout=2400 ;; *) timeout=1800 ;; esac
+		case "$label" in debug*) timeout=2400 ;; *) timeout=1800 ;; esac
 		opts+=(--timeout "$timeout")
 	fi
 fi
