@@ -164,6 +164,9 @@ series_split() {
 series_resolve() {
 	local src=${ZC_SERIES_SRC:-} tree=${ZC_SERIES_TREE:-} range=${ZC_SERIES_RANGE:-} dir origin tmp merges n p
 	if [ -n "${ZC_SERIES_DIR:-}" ] && [ -n "${ZC_SERIES_ORIGIN:-}" ]; then return 0; fi
+	# Relative paths in the environment are taken from here, once.
+	[ -z "$src" ] || [ ! -e "$src" ] || src=$(realpath -- "$src")
+	[ -z "$tree" ] || [ ! -d "$tree" ] || tree=$(realpath -- "$tree")
 	if [ -n "$tree$range" ]; then
 		[ -z "$src" ] || die "--series and --tree/--range exclude each other"
 		if [ -z "$tree" ] || [ -z "$range" ]; then die "--tree DIR and --range A..B go together"; fi
