@@ -2,7 +2,8 @@
 # Host tests of the revision inputs (lib.sh, kernel-tree.sh): a quilt directory, an mbox
 # with a cover letter, an mbox with folded subjects, a --tree/--range, a range with a merge
 # (refused), a revision that does not apply (fails naming the patch), switching revisions
-# and back (cached), and the cache key of patches/ (unchanged). It uses throwaway git repos
+# and back (cached), the cache key of patches/ (unchanged), and a base that moved on
+# (imported over the old one). It uses throwaway git repos
 # with a tiny fake "kernel" as KERNEL_SRC and its own cache; it builds nothing and runs in
 # seconds. Prints TAP ("ok - "/"not ok - ") and ends with "N passed, N failed".
 # Usage: scripts/tests/series-input.sh
@@ -141,6 +142,30 @@ old_key=$({
 new_key=$(bash -c ". '$top/scripts/lib.sh'; series_resolve; series_hash")
 check "the key of patches/ is unchanged ($old_key)" test "$old_key" = "$new_key"
 check "patches/ is branch series" test "$(bash -c ". '$top/scripts/lib.sh'; series_resolve; series_branch")" = series
+
+# 9. A base that moved on (another KERNEL_SRC here; a new Debian upload works the same way)
+#    is imported as a new base commit and checked out over the old one; the revision is
+#    applied again on it, and files that did not change keep their mtime.
+cp -a "$KERNEL_SRC" "$work/base-src-2"
+printf '6.1.0-fake, second upload\n' >"$work/base-src-2/README"
+sed -i 's/6.1.0-fake/6.1.1-fake/' "$work/base-src-2/Makefile"
+before=$(stat -c %Y.%y "$UBLK_ZC_CACHE/src/base/include/linux/splice.h")
+sleep 1
+if out=$(KERNEL_SRC=$work/base-src-2 ZC_SERIES_SRC=$work/v1-cover.mbox "$top/scripts/kernel-tree.sh" 2>&1); then
+	ok "a new base: kernel-tree.sh imports it"
+	check "a new base: it says what it replaces" grep -qF "the cache holds 'KERNEL_SRC 6.1.0-fake (KERNEL_SRC)', but the base here is 'KERNEL_SRC 6.1.1-fake (KERNEL_SRC)'" <<<"$out"
+	check "a new base: the base commit names it" \
+		test "$(git -C "$UBLK_ZC_CACHE/src/base" log -1 --format=%s base)" = "base: KERNEL_SRC 6.1.1-fake (KERNEL_SRC)"
+	check "a new base: the new file is in the base tree" test -f "$UBLK_ZC_CACHE/src/base/README"
+	check "a new base: an unchanged file was not rewritten" \
+		test "$(stat -c %Y.%y "$UBLK_ZC_CACHE/src/base/include/linux/splice.h")" = "$before"
+	check "a new base: the revision is applied again on it" grep -q "applying the series" <<<"$out"
+	check "a new base: the patched tree has the new file and the series" \
+		sh -c 'test -f "$0/README" && grep -q SPLICE_F_DIRECT "$0/fs/splice.c"' "$UBLK_ZC_CACHE/src/patched"
+else
+	notok "a new base: kernel-tree.sh imports it"
+	printf '%s\n' "$out" | sed 's/^/    # /'
+fi
 
 printf '%d passed, %d failed\n' "$passed" "$failed"
 [ "$failed" -eq 0 ]
