@@ -6,7 +6,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 pkgs=(linux-source-6.1 qemu-system-x86 qemu-system-data busybox-static e2fsprogs fio ccache flex bison
-	libelf-dev libssl-dev bc cpio quilt sparse build-essential git python3)
+	libelf-dev libssl-dev bc cpio quilt sparse build-essential git python3 shellcheck)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -173,6 +173,8 @@ step "deps: Debian packages" "$ZC_TOP/scripts/deps.sh"
 step "rust: cargo fmt --check" cargo fmt --all --check
 step "rust: cargo clippy -D warnings" cargo clippy --workspace --all-targets -- -D warnings
 counted "rust: host unit tests" cargo test --workspace --lib --bins
+shellcheck_all() { (cd "$ZC_TOP" && shellcheck -x -S warning scripts/*.sh scripts/tests/*.sh .ci/run); }
+step "host: shellcheck -S warning (scripts/)" shellcheck_all
 counted "host: revision inputs (mbox, cover letter, folded subjects, quilt, range, merge refused)" \
 	"$ZC_TOP/scripts/tests/series-input.sh"
 # The revision under test, applied on the base: a revision that does not apply stops here,
