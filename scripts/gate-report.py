@@ -80,9 +80,12 @@ def failing(log, dirs):
     if not juf:  # the runs' JUnit names the guest tests; otherwise the log's TAP/libtest lines
         names = [n for n, ok in log_checks(read_lines(log)) if not ok]
     if not names:
-        # A plain step: its last error line names what failed (e.g. the patch that does not apply).
-        errors = [line for line in read_lines(log) if line.startswith("ERROR: ") or line.startswith("error: ")]
-        names = errors[-1:]
+        # A plain step: a compiler's first error, or the last error line of the scripts (e.g.
+        # the patch that does not apply), names what failed.
+        lines = read_lines(log)
+        cc = [line.strip() for line in lines if re.search(r":\d+:(\d+:)? (fatal )?error: ", line)]
+        errors = [line for line in lines if line.startswith("ERROR: ") or line.startswith("error: ")]
+        names = cc[:1] or errors[-1:]
     seen = []
     for n in names:
         if n not in seen:
@@ -225,7 +228,7 @@ def write(d):
     inst = meta.get("installed", "?")
     if meta.get("kernel_src"):
         inst += f" (not used: KERNEL_SRC={meta['kernel_src']})"
-    md.append(f"| Debian package here | {inst} (README results measured on {meta.get('measured', '?')}) |")
+    md.append(f"| Debian package here | {inst} (the project was last checked on {meta.get('measured', '?')}) |")
     md.append(f"| accelerator | {accel} |")
     md.append(f"| lane | {meta.get('lane', '?')}{' (steps: ' + meta['filters'] + ')' if meta.get('filters') else ''} |")
     md.append(f"| host | {meta.get('cpus', '?')} CPUs, {meta.get('date', '')} |")

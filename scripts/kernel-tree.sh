@@ -69,7 +69,7 @@ make_base() {
 	local origin have tmp idx tree commit
 	origin=$(wanted_origin)
 	if [ "$origin" != "$ZC_PINNED_PKG $ZC_MEASURED_VERSION" ] && [ -z "${KERNEL_SRC:-}" ]; then
-		say "note: the base is $origin, as installed; the README's results were measured on $ZC_MEASURED_VERSION"
+		say "note: the base is $origin, as installed; the project was last checked on $ZC_MEASURED_VERSION"
 	fi
 	if [ -d "$ZC_SRC/.git" ]; then
 		have=$(zgit -C "$ZC_SRC" log -1 --format=%s base) ||

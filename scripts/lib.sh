@@ -4,7 +4,7 @@
 ZC_TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ZC_CACHE=${UBLK_ZC_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ublk-splice-zc}
 # The base is Debian's linux-source-6.1 as installed here, whatever its version: every
-# report names it. ZC_MEASURED_VERSION is the one the README's results were measured on;
+# report names it. ZC_MEASURED_VERSION is the version the project was last checked on;
 # another version only gets a note.
 export ZC_PINNED_PKG=linux-source-6.1
 export ZC_MEASURED_VERSION=6.1.192-3
