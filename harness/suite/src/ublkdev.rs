@@ -36,6 +36,13 @@ pub fn ublk_entries() -> Result<Vec<PathBuf>> {
     Ok(v)
 }
 
+/// Is `entry` a block or character device node?
+fn is_device_node(entry: &Path) -> bool {
+    std::fs::symlink_metadata(entry)
+        .map(|md| md.file_type().is_block_device() || md.file_type().is_char_device())
+        .unwrap_or(false)
+}
+
 /// Is `entry` (`/dev/ublkbN` or `/dev/ublkcN`) the node of a device the kernel has?
 fn is_live_node(entry: &Path) -> bool {
     let Ok(md) = std::fs::symlink_metadata(entry) else {
@@ -59,11 +66,24 @@ fn is_live_node(entry: &Path) -> bool {
 /// by a writer that raced a removal, a stale node) are unlinked.  Fails only if something
 /// cannot be cleaned up.
 pub fn fresh() -> Result<()> {
-    let entries = ublk_entries()?;
-    let ids = ublk::admin::device_ids();
-    if entries.is_empty() && ids.is_empty() {
-        return Ok(());
-    }
+    // A device the previous test deleted may still be going (devtmpfs removes the nodes
+    // asynchronously; slow on a debug kernel): give it a few seconds first.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (entries, ids) = loop {
+        let entries = ublk_entries()?;
+        let ids = ublk::admin::device_ids();
+        if entries.is_empty() && ids.is_empty() {
+            return Ok(());
+        }
+        // only device nodes whose device is gone vanish by themselves (a regular file
+        // or a live device never does)
+        let deleting = !entries.is_empty()
+            && entries.iter().all(|e| is_device_node(e) && !is_live_node(e));
+        if !deleting || Instant::now() >= deadline {
+            break (entries, ids);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     eprintln!(
         "  .. fresh: left by an earlier test: entries {entries:?}, device ids {ids:?}; cleaning up"
     );
