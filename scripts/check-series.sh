@@ -177,6 +177,9 @@ gate_build() {
 			continue
 		fi
 		say "bisect: building after patch $i/$n ($(zgit -C "$ZC_PATCHED" log -1 --format=%s "$c"))"
+		# This build replaces the patched kernel's bzImage: build-kernel.sh must not take the
+		# image for up to date any more (the walk's last step rebuilds it, incrementally).
+		rm -f "$out/.zc-stamp"
 		if kmake "$ZC_PATCHED" "$out" olddefconfig >"$log" 2>&1 &&
 			kmake "$ZC_PATCHED" "$out" bzImage >>"$log" 2>&1; then
 			touch "$stamp"
