@@ -655,12 +655,17 @@ pub fn run(opts: &RunOptions, rep: Reporter) -> Result<u8> {
         },
         Err(_) => None,
     };
-    let outcome = decide(
+    let mut outcome = decide(
         &v,
         status.as_ref(),
         console.timed_out.then_some(plan.timeout).flatten(),
         qemu_failure(&console),
     );
+    if opts.shell && outcome.exit_code == EXIT_VM_FAILURE && v.started && v.init_failed.is_none() {
+        outcome.error = Some(
+            "QEMU ended while the shell ran (ctrl-a x, or QEMU itself failed: see above)".into(),
+        );
+    }
     rep.problems(&v);
     if let Some(e) = &outcome.error {
         rep.error(e);

@@ -309,9 +309,9 @@ fn shell_runs_what_is_typed_and_powers_off() {
     s.expect("42-marker", Duration::from_secs(30));
     // A controlling terminal: tty names the serial port, ctrl-c interrupts the job in the
     // foreground (else the next echo would wait 300 s), and job control works.
-    s.send("tty; tty -s && echo has-a-tty\n");
+    s.send("tty; tty -s && echo stdin-is-a-$((2*2))tty\n");
     s.expect("/dev/ttyS0", Duration::from_secs(30));
-    s.expect("has-a-tty", Duration::from_secs(30));
+    s.expect("stdin-is-a-4tty", Duration::from_secs(30));
     s.send("sleep 300\n");
     std::thread::sleep(Duration::from_secs(2));
     s.send("\x03");
@@ -499,4 +499,14 @@ fn guest_clock_keeps_time() {
         (host_now - date).abs() <= 10.0,
         "guest date {date} vs host {host_now:.0}"
     );
+}
+
+#[test]
+fn ctrl_a_x_kills_qemu_from_the_shell() {
+    let mut s = ShellSession::boot("shell-ctrl-a-x");
+    s.send("\x01x");
+    let (code, out) = s.finish(Duration::from_secs(60));
+    assert_eq!(code, Some(123), "the VM did not power off: a VM failure");
+    assert!(out.contains("QEMU: Terminated"), "{out}");
+    assert!(!out.contains("vmrun: exit-status"), "{out}");
 }
