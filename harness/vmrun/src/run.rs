@@ -443,6 +443,16 @@ fn terminal_size() -> TermSize {
     TermSize::default()
 }
 
+/// `2 GiB`, `512 MiB`, or bytes when no binary unit divides the size.
+pub fn human_size(n: u64) -> String {
+    for (shift, unit) in [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")] {
+        if n >= 1 << shift && n.is_multiple_of(1 << shift) {
+            return format!("{} {unit}", n >> shift);
+        }
+    }
+    format!("{n} bytes")
+}
+
 /// Everything a run is made of, decided before anything boots: what `--dry-run` shows.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -517,7 +527,8 @@ impl Plan {
         line(match self.disk_size {
             0 => "# scratch disk  none".into(),
             n => format!(
-                "# scratch disk  {n} bytes, a sparse unlinked file QEMU inherits as descriptor {SCRATCH_FD}"
+                "# scratch disk  {}, a sparse unlinked file QEMU inherits as descriptor {SCRATCH_FD}",
+                human_size(n)
             ),
         });
         line(match self.timeout {
@@ -862,8 +873,7 @@ mod tests {
                 "# accelerator   tcg (asked for)",
                 "# run directory /runs/r1 (9p tag vmrun; job, status, console.log, qemu.cmdline, \
                  results/)",
-                "# scratch disk  1073741824 bytes, a sparse unlinked file QEMU inherits as \
-                 descriptor 3",
+                "# scratch disk  1 GiB, a sparse unlinked file QEMU inherits as descriptor 3",
                 "# timeout       300 s",
             ]
         );
@@ -899,6 +909,15 @@ mod tests {
         assert_eq!(host_tsc_khz(), Some(a));
         assert!((100_000..=10_000_000).contains(&a), "{a} kHz");
         assert_eq!(a % 1000, 0);
+    }
+
+    #[test]
+    fn sizes_for_people() {
+        assert_eq!(human_size(2 << 30), "2 GiB");
+        assert_eq!(human_size(512 << 20), "512 MiB");
+        assert_eq!(human_size(1536 << 20), "1536 MiB");
+        assert_eq!(human_size(4096), "4 KiB");
+        assert_eq!(human_size(1000), "1000 bytes");
     }
 
     #[test]
