@@ -7,8 +7,10 @@
 #                   is skipped). Default: patches/.
 #   --tree DIR --range A..B   gate the commits A..B of your kernel git tree (no merges).
 #   --fast, --full  the lane; default: fast when CI=true, full otherwise (or ZC_LANE=).
-#                   The fast lane skips the debug kernel (build, boot, suite) and, in the
-#                   bisect walk, builds the whole kernel only after the last patch.
+#                   The fast lane runs only the lifetime tests (ublk_zc, ublk_cli) on the
+#                   debug kernel, and in the bisect walk builds the whole kernel only
+#                   after the last patch. Both lanes scan for leaks (kmemleak) after the
+#                   debug run.
 #   PREFIX          only the steps whose names start with a PREFIX (e.g. "rust:" "series:");
 #                   steps a selected one needs are not added by themselves.
 # Reports (fixed paths, for CI): results/gate/junit.xml (every step and every in-guest test),
@@ -196,13 +198,12 @@ needs_tree "series: bisect build after each patch" &&
 needs_tree "kernel: build patched" && step "kernel: build patched" "$ZC_TOP/scripts/build-kernel.sh" patched
 needs_tree "series: W=1 C=1 on touched objects" &&
 	counted "series: W=1 C=1 on touched objects" "$ZC_TOP/scripts/check-series.sh" warnings
-debug_steps=("kernel: build debug (KASAN, lockdep)" "vm: debug kernel (KASAN, lockdep) boots clean" "suite: debug kernel (KASAN, lockdep)")
-full_only() { # full_only NAME: true in the full lane; in the fast lane records a skip
-	[ "$lane" = full ] && return 0
-	skip "$1" "fast lane (the full lane runs it: scripts/test.sh --full)"
-	return 1
-}
-full_only "${debug_steps[0]}" && needs_tree "${debug_steps[0]}" &&
+# The debug kernel (KASAN, lockdep, kmemleak) runs in both lanes: the fast lane sizes its
+# suite run to the tests that exercise lifetimes (zero copy, kill -9, the CLI).
+debug_steps=("kernel: build debug (KASAN, lockdep, kmemleak)" "vm: debug kernel (KASAN, lockdep) boots clean" "suite: debug kernel (KASAN, lockdep, kmemleak)")
+debug_suites=()
+[ "$lane" = full ] || debug_suites=(--suite ublk_zc --suite ublk_cli)
+needs_tree "${debug_steps[0]}" &&
 	step "${debug_steps[0]}" "$ZC_TOP/scripts/build-kernel.sh" debug
 uapi_test() {
 	local inc
@@ -220,7 +221,7 @@ needs_tree "vm: patched kernel boots, uname shows the series" &&
 	step "vm: patched kernel boots, uname shows the series" \
 		sh -c '"$0"/scripts/run-qemu.sh --kernel patched --timeout 120 -- uname -r | grep -- "^6\.1\.[0-9]*-ublkzc$"' "$ZC_TOP"
 # shellcheck disable=SC2016
-full_only "${debug_steps[1]}" && needs_tree "${debug_steps[1]}" &&
+needs_tree "${debug_steps[1]}" &&
 	step "${debug_steps[1]}" \
 		sh -c '"$0"/scripts/run-qemu.sh --kernel debug --timeout 300 -- uname -r | grep -- "^6\.1\.[0-9]*-ublkzc-debug$"' "$ZC_TOP"
 
@@ -236,8 +237,11 @@ suite=$ZC_TOP/target/release/ublk-suite
 step "suite: build the in-guest suite" "$ZC_TOP/scripts/build-suite.sh"
 needs_tree "suite: patched kernel" &&
 	GUEST_RUNS=$runs/patched counted "suite: patched kernel" guest patched patched 1800 "$suite" --label patched
-full_only "${debug_steps[2]}" && needs_tree "${debug_steps[2]}" &&
-	GUEST_RUNS=$runs/debug counted "${debug_steps[2]}" guest debug debug 2400 "$suite" --label debug
+needs_tree "${debug_steps[2]}" &&
+	GUEST_RUNS=$runs/debug counted "${debug_steps[2]}" guest debug debug 2400 \
+		"$ZC_TOP/scripts/guest/kmemleak-run.sh" "$suite" --label debug "${debug_suites[@]}"
+needs_tree "${debug_steps[2]}" &&
+	counted "debug: kmemleak finds no leak after the suite" "$ZC_TOP/scripts/kmemleak-check.sh" "$runs/debug/results"
 # The control run: on the base kernel the suite must show exactly what a missing series
 # looks like (tests that need it fail, naming the feature; the others pass).
 control_run() {
