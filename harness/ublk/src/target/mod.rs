@@ -261,13 +261,19 @@ pub enum Step {
 /// The continuation logic.  `total` is the request's byte count, `done` what
 /// earlier ops of this request moved, `res` the op's result.
 ///
-/// - a negative result ends the request with that error (never a hang);
+/// - a negative result ends the request with that error (never a hang), except
+///   -EAGAIN from a data op: io_uring posts it when a nowait bio was refused after the
+///   submission returned (a direct splice on the lend path, like a read or a write), and
+///   the op is run again as it was;
 /// - a data op that moved 0 bytes with bytes remaining ends it with -EIO
 ///   (rather than spinning);
 /// - a short data op continues from the new `done`;
 /// - a non-data op (flush, discard, write zeroes) commits 0 on success (the
 ///   driver only looks at the sign for those).
 pub fn on_completion(op: &IoOp, total: u32, done: u32, res: i32) -> Step {
+    if res == -libc::EAGAIN && op.is_data() {
+        return Step::Retry(*op);
+    }
     if res < 0 {
         if let IoOp::Fallocate {
             fallback_mode: Some(m),
@@ -499,6 +505,7 @@ mod tests {
             flags: SPLICE_F_DIRECT,
         };
         assert_eq!(on_completion(&op, 8192, 0, 8192), Step::Commit(8192));
+        assert_eq!(on_completion(&op, 8192, 0, -libc::EAGAIN), Step::Retry(op));
         assert_eq!(
             on_completion(&op, 8192, 0, 4096),
             Step::Continue { done: 4096 }
