@@ -43,6 +43,8 @@ pub struct QueueStats {
     pub splices: AtomicU64,
     /// Data ops that moved fewer bytes than asked and were continued.
     pub short_transfers: AtomicU64,
+    /// Data ops that completed with -EAGAIN and were run again.
+    pub eagain_retries: AtomicU64,
 }
 
 impl QueueStats {
@@ -57,6 +59,7 @@ impl QueueStats {
             errors: self.errors.load(Ordering::Relaxed),
             splices: self.splices.load(Ordering::Relaxed),
             short_transfers: self.short_transfers.load(Ordering::Relaxed),
+            eagain_retries: self.eagain_retries.load(Ordering::Relaxed),
         }
     }
 }
@@ -72,6 +75,7 @@ pub struct QueueStatsSnapshot {
     pub errors: u64,
     pub splices: u64,
     pub short_transfers: u64,
+    pub eagain_retries: u64,
 }
 
 impl std::ops::AddAssign for QueueStatsSnapshot {
@@ -85,6 +89,7 @@ impl std::ops::AddAssign for QueueStatsSnapshot {
         self.errors += o.errors;
         self.splices += o.splices;
         self.short_transfers += o.short_transfers;
+        self.eagain_retries += o.eagain_retries;
     }
 }
 
@@ -400,7 +405,15 @@ impl Queue {
                 self.run_plan(tag, plan)
             }
             Step::Commit(r) => self.commit(tag, r),
-            Step::Retry(op) => self.run_op(tag, op),
+            Step::Retry(op) => {
+                if res == -libc::EAGAIN {
+                    self.cfg
+                        .stats
+                        .eagain_retries
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                self.run_op(tag, op)
+            }
             Step::Continue { done } => {
                 self.cfg
                     .stats
