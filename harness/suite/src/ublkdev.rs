@@ -78,7 +78,9 @@ pub fn fresh() -> Result<()> {
         // only device nodes whose device is gone vanish by themselves (a regular file
         // or a live device never does)
         let deleting = !entries.is_empty()
-            && entries.iter().all(|e| is_device_node(e) && !is_live_node(e));
+            && entries
+                .iter()
+                .all(|e| is_device_node(e) && !is_live_node(e));
         if !deleting || Instant::now() >= deadline {
             break (entries, ids);
         }
