@@ -5,7 +5,8 @@
 #               runs it; with ZC_LANE=fast, none that needs the debug kernel
 #   --all       every mutant (the full run; its time is in the README)
 #   --sample N  a rotating sample of N mutants
-#   NAME...     these mutants (patches/mutants/NAME.patch)
+#   NAME...     these mutants (patches/mutants/NAME.patch); a known survivor named here is
+#               run too, and must still survive
 #   --list      print the mutants, their checks and the known survivors; run nothing
 # A mutant is a small diff in patches/mutants/ on top of the applied series (git apply).
 # Its header says what it breaks and which check must catch it:
@@ -14,7 +15,8 @@
 #   # check: transcript      splice-transcript: must differ from the unmutated series' (which
 #                            the gate's transcript step shows equal to the base kernel's)
 #   # timeout: SECS          per test executable (default 240); the VM gets 90 s more
-#   # known-survivor: WHY    listed with its reason, not run: no userspace test can catch it
+#   # known-survivor: WHY    listed with its reason, not run by --all or the sample: no
+#                            userspace test can catch it (run it by name to check that)
 # The mutants are built in a worktree of the kernel cache ($ZC_CACHE/src/mutant, detached
 # at refs/revs/SERIES-HASH, never the gate's own trees), out of tree in src/mutant/out-mutant
 # and out-mutant-debug, with ccache and the flavor's config and LOCALVERSION: a mutant
@@ -81,10 +83,11 @@ fi
 case $mode in
 all) chosen=("${runnable[@]}") ;;
 named)
+	# A known survivor named here is run too: it must still survive.
 	chosen=()
 	for m in "${names[@]}"; do
 		[ -f "$mdir/$m.patch" ] || die "no mutant $m (see --list)"
-		printf '%s\n' "${survivors[@]}" | grep -qx -- "$m" || chosen+=("$m")
+		chosen+=("$m")
 	done
 	;;
 sample)
@@ -154,7 +157,7 @@ image() {
 	zgit -C "$wt" checkout -q -f --detach "$ref"
 	if [ -n "$patch" ] && ! zgit -C "$wt" apply "$patch" >&2; then
 		warn "mutant $m does not apply on the series $hash"
-		return 1
+		return 2
 	fi
 	if [ "$(cat "$out/.zc-mutant-config" 2>/dev/null)" != "$(frags_fp "$flavor")" ]; then
 		say "mutants: configuring $out ($flavor)"
@@ -199,8 +202,9 @@ run_check() {
 caught_by() { # caught_by LOG STATUS CHECK-ARGS...
 	local log=$1 rc=$2 tests splat what
 	shift 2
-	tests=$(sed -n '/^ublk-suite: failed tests:/,/^$/{s/^  \([^ ]*\): .*/\1/p}' "$log" | head -n 3 | paste -sd, - | sed 's/,/, /g')
-	splat=$(sed -n 's/^!!!   line [0-9]*: //p' "$log" | head -n 1 | cut -c1-110)
+	tests=$(sed -n '/^ublk-suite: failed tests:/,/^$/{s/^  \([^ ]*\): .*/\1/p}' "$log" |
+		awk 'NR == 1 { first = $0 } END { if (NR > 1) printf "%s and %d more\n", first, NR - 1; else if (NR) print first }')
+	splat=$(sed -n 's/^!!!   line [0-9]*: //p' "$log" | head -n 1 | sed 's/^\([A-Z][A-Za-z ]*\): \1: /\1: /' | cut -c1-110)
 	if [ -n "$splat" ]; then
 		printf 'the kernel log (%s)%s' "$splat" "${tests:+, and $tests}"
 	elif [ -n "$tests" ]; then
@@ -265,12 +269,14 @@ done
 caught=0
 total=0
 bad=0
+is_survivor() { [ -n "$(field "$mdir/$1.patch" known-survivor)" ]; }
 for m in "${survivors[@]}"; do
-	printf 'ok - %s: known survivor: %s # SKIP\n' "$m" "$(field_long "$mdir/$m.patch" known-survivor)"
+	printf '%s\n' "${chosen[@]}" | grep -qxF -- "$m" ||
+		printf 'ok - %s: known survivor (not run): %s # SKIP\n' "$m" "$(field_long "$mdir/$m.patch" known-survivor)"
 done
 for m in "${chosen[@]}"; do
 	p=$mdir/$m.patch
-	total=$((total + 1))
+	is_survivor "$m" || total=$((total + 1))
 	read -r -a c <<<"$(field "$p" check)"
 	kind=${c[0]}
 	t=$(field "$p" timeout)
@@ -283,8 +289,15 @@ for m in "${chosen[@]}"; do
 		printf '%s (cached)\n' "$line"
 	else
 		s=$(date +%s)
-		if ! img=$(image "$flavor" "$m"); then
-			printf 'not ok - %s: BROKEN: does not apply or build on series %s (fix the mutant)\n' "$m" "$hash"
+		rc=0
+		img=$(image "$flavor" "$m") || rc=$?
+		if [ "$rc" -eq 2 ] && ! series_is_default; then
+			# The mutants are written against patches/; another revision may have moved on.
+			printf 'ok - %s: does not apply to this revision (%s) # SKIP\n' "$m" "$ZC_SERIES_ORIGIN"
+			is_survivor "$m" || total=$((total - 1))
+			continue
+		elif [ "$rc" -ne 0 ]; then
+			printf 'not ok - %s: BROKEN: does not %s on series %s (fix the mutant)\n' "$m" "$([ "$rc" -eq 2 ] && echo apply || echo build)" "$hash"
 			bad=$((bad + 1))
 			continue
 		fi
@@ -307,7 +320,11 @@ for m in "${chosen[@]}"; do
 		elif [ "$rc" -ne 0 ]; then
 			by=$(caught_by "$log" "$rc" "${c[@]:1}")
 		fi
-		if [ "$rc" -ne 0 ]; then
+		if is_survivor "$m" && [ "$rc" -ne 0 ]; then
+			line="not ok - $m: a known survivor is caught now, by $by: drop its known-survivor line"
+		elif is_survivor "$m"; then
+			line="ok - $m: known survivor, still survives its check ($kind ${c[*]:1}; build ${b} s, run ${r} s)"
+		elif [ "$rc" -ne 0 ]; then
 			line="ok - $m: caught by $by (build ${b} s, $kind run ${r} s)"
 		else
 			line="not ok - $m: SURVIVED: its check passed ($kind ${c[*]:1}; log $log)"
@@ -316,7 +333,10 @@ for m in "${chosen[@]}"; do
 		# Only verdicts are cached, never a broken build.
 		printf '%s\n' "$line" >"$cache/verdicts/$m-$key"
 	fi
-	case $line in ok*) caught=$((caught + 1)) ;; esac
+	case $line in
+	ok*) is_survivor "$m" || caught=$((caught + 1)) ;;
+	*) ! is_survivor "$m" || bad=$((bad + 1)) ;;
+	esac
 done
 # The worktree goes back to the series, so that nothing half-mutated is left behind.
 zgit -C "$wt" checkout -q -f --detach "$ref"
