@@ -117,6 +117,12 @@ ref=refs/revs/$hash
 zgit -C "$ZC_SRC" rev-parse -q --verify "$ref^{commit}" >/dev/null ||
 	die "the series ($hash) is not applied yet: run scripts/kernel-tree.sh (test.sh's apply step does)"
 mkdir -p "$cache/images" "$cache/verdicts" "$cache/runs"
+# One run at a time: they share the worktree and its build directories.
+exec 8>"$cache/.lock"
+if ! flock -n 8; then
+	say "mutants: waiting for another scripts/mutants.sh ($cache/.lock)"
+	flock 8
+fi
 if [ ! -e "$wt/.git" ]; then
 	say "mutants: worktree $wt at $ref"
 	zgit -C "$ZC_SRC" worktree prune
