@@ -259,6 +259,11 @@ transcripts() {
 }
 needs_tree "series: patch 2 changes nothing (splice transcript, base vs patched)" &&
 	step "series: patch 2 changes nothing (splice transcript, base vs patched)" transcripts
+# The gate's own sensitivity: broken variants of the series (patches/mutants) must each be
+# caught by the check named for it. A rotating sample per run; `scripts/mutants.sh --all`
+# runs every mutant.
+needs_tree "mutants: a rotating sample of the mutation gate" &&
+	counted "mutants: a rotating sample of the mutation gate" "$ZC_TOP/scripts/mutants.sh"
 # A short bench run, so that the bench cannot rot; it asserts no timing.
 needs_tree "bench: smoke run in the guest (no timing assertions)" &&
 	step "bench: smoke run in the guest (no timing assertions)" "$ZC_TOP/scripts/bench.sh" --smoke
