@@ -278,7 +278,7 @@ bad=0
 is_survivor() { [ -n "$(field "$mdir/$1.patch" known-survivor)" ]; }
 for m in "${survivors[@]}"; do
 	printf '%s\n' "${chosen[@]}" | grep -qxF -- "$m" ||
-		printf 'ok - %s: known survivor (not run): %s # SKIP\n' "$m" "$(field_long "$mdir/$m.patch" known-survivor)"
+		printf '# known survivor (not run): %s: %s\n' "$m" "$(field_long "$mdir/$m.patch" known-survivor)"
 done
 for m in "${chosen[@]}"; do
 	p=$mdir/$m.patch
