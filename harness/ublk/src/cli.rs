@@ -10,6 +10,7 @@ use crate::device::{
     DEFAULT_QUEUES,
 };
 use crate::uapi::*;
+use zc_cliutil::parse_size;
 
 pub const USAGE: &str = "\
 usage: ublk COMMAND [OPTIONS]
@@ -75,30 +76,6 @@ pub enum Command {
     Del { which: DelTarget, timeout: Duration },
     List,
     Features,
-}
-
-/// Parse a size: digits with an optional K/M/G/T suffix (powers of 1024),
-/// optionally followed by "B" or "iB".
-pub fn parse_size(s: &str) -> Result<u64> {
-    let t = s.trim();
-    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    if digits_end == 0 {
-        bail!("invalid size {s:?}: expected a number like 4096, 512M or 1G");
-    }
-    let n: u64 = t[..digits_end]
-        .parse()
-        .map_err(|_| anyhow::anyhow!("invalid size {s:?}: number too large"))?;
-    let suffix = t[digits_end..].to_ascii_lowercase();
-    let shift = match suffix.as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        "t" | "tb" | "tib" => 40,
-        _ => bail!("invalid size {s:?}: unknown suffix {:?}", &t[digits_end..]),
-    };
-    n.checked_mul(1u64 << shift)
-        .ok_or_else(|| anyhow::anyhow!("invalid size {s:?}: too large"))
 }
 
 fn parse_num<T: std::str::FromStr>(opt: &str, v: &str) -> Result<T> {
@@ -601,26 +578,5 @@ mod tests {
         assert_eq!(parse_args(&v("--help")).unwrap(), Command::Help);
         assert_eq!(parse_args(&v("add --help")).unwrap(), Command::Help);
         assert_eq!(parse_args(&v("list -h")).unwrap(), Command::Help);
-    }
-
-    #[rstest]
-    #[case("4096", 4096)]
-    #[case("512K", 512 << 10)]
-    #[case("1G", 1 << 30)]
-    #[case("1GiB", 1 << 30)]
-    #[case("3m", 3 << 20)]
-    #[case("2T", 2 << 40)]
-    #[case("10B", 10)]
-    fn sizes(#[case] s: &str, #[case] n: u64) {
-        assert_eq!(parse_size(s).unwrap(), n);
-    }
-
-    #[test]
-    fn bad_sizes() {
-        assert!(parse_size("").is_err());
-        assert!(parse_size("G").is_err());
-        assert!(parse_size("1X").is_err());
-        assert!(parse_size("99999999999999999999").is_err());
-        assert!(parse_size("20000000T").is_err());
     }
 }

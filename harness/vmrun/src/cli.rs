@@ -84,7 +84,7 @@ pub struct RunOptions {
 
     /// Scratch disk /dev/vda, a sparse raw file deleted after the run: bytes, or with a
     /// K/M/G/T suffix; 0 for none.
-    #[arg(long, value_name = "SIZE", default_value = "2G", value_parser = parse_size_arg)]
+    #[arg(long, value_name = "SIZE", default_value = "2G", value_parser = zc_cliutil::size_arg)]
     pub disk_size: u64,
 
     /// The run directory: qemu.cmdline, console.log, status, and results/ (the guest's
@@ -148,32 +148,6 @@ pub struct CheckConfigArgs {
     /// The config fragments that were merged into it.
     #[arg(value_name = "FRAGMENT")]
     pub fragments: Vec<PathBuf>,
-}
-
-/// Parses a size: bytes, or a number with a binary K/M/G/T suffix (`2G`, `512MiB`, `1g`).
-pub fn parse_size(s: &str) -> anyhow::Result<u64> {
-    use anyhow::Context;
-    let t = s.trim();
-    let t = t
-        .strip_suffix("iB")
-        .or_else(|| t.strip_suffix('B'))
-        .unwrap_or(t);
-    let (num, shift) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
-        Some('K') => (&t[..t.len() - 1], 10),
-        Some('M') => (&t[..t.len() - 1], 20),
-        Some('G') => (&t[..t.len() - 1], 30),
-        Some('T') => (&t[..t.len() - 1], 40),
-        _ => (t, 0),
-    };
-    let n: u64 = num
-        .parse()
-        .with_context(|| format!("bad size {s:?} (expected e.g. 2G, 512M, 1048576)"))?;
-    n.checked_mul(1 << shift)
-        .with_context(|| format!("size {s:?} is too large"))
-}
-
-fn parse_size_arg(s: &str) -> Result<u64, String> {
-    parse_size(s).map_err(|e| format!("{e:#}"))
 }
 
 fn parse_timeout(s: &str) -> Result<Duration, String> {
@@ -513,20 +487,5 @@ mod tests {
     fn clap_definition_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("0").unwrap(), 0);
-        assert_eq!(parse_size("4096").unwrap(), 4096);
-        assert_eq!(parse_size("2G").unwrap(), 2 << 30);
-        assert_eq!(parse_size("2g").unwrap(), 2 << 30);
-        assert_eq!(parse_size("512MiB").unwrap(), 512 << 20);
-        assert_eq!(parse_size("64KB").unwrap(), 64 << 10);
-        assert_eq!(parse_size("1T").unwrap(), 1 << 40);
-        assert!(parse_size("").is_err());
-        assert!(parse_size("G").is_err());
-        assert!(parse_size("-1G").is_err());
-        assert!(parse_size("99999999999T").is_err());
     }
 }
