@@ -1,60 +1,211 @@
-//! The `ublk` command line: hand-parsed (pure, unit-tested) and dispatched.
+//! The `ublk` command line: parsed with clap (derive), checked (pure, unit-tested) and
+//! dispatched.
 
+use std::ffi::OsString;
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
+use clap::error::ErrorKind;
+use clap::{ArgGroup, Args, CommandFactory, Parser, Subcommand};
 
-use crate::device::{
-    DeviceConfig, TargetConfig, DEFAULT_DEPTH, DEFAULT_MAX_IO_BUF_BYTES, DEFAULT_NULL_SIZE,
-    DEFAULT_QUEUES,
-};
+use crate::device::{DeviceConfig, TargetConfig, DEFAULT_DEPTH, DEFAULT_NULL_SIZE, DEFAULT_QUEUES};
 use crate::uapi::*;
-use zc_cliutil::parse_size;
 
-pub const USAGE: &str = "\
-usage: ublk COMMAND [OPTIONS]
+const AFTER_HELP: &str = "\
+Commands in short:
+  ublk add -t loop -f FILE [OPTIONS]         a device backed by FILE (a regular file or a
+                                             block device)
+  ublk add -t mirror -f A -f B [OPTIONS]     WRITEs go to both A and B, READs come from A;
+                                             the size is the smaller one's
+  ublk add -t null [-s SIZE] [OPTIONS]       WRITEs are dropped, READs return zeroes
+  ublk del -n ID | -a [--timeout SECS]
+  ublk list
+  ublk features
 
-A ublk server for Linux 6.1 (null, loop and mirror targets; copy mode, and
-splice zero copy with the UBLK_F_SPLICE_ZC series).
+`ublk add` prints the device id and its block device and returns once /dev/ublkbN is
+live. A detached server logs to /run/ublk/ublk-server.PID.log.
+See `ublk add --help` and `ublk del --help` for the options.";
 
-commands:
-  add -t loop -f FILE [OPTIONS]   create and start a device backed by FILE
-                                  (a regular file or a block device)
-  add -t mirror -f A -f B [OPTIONS]
-                                  a device whose WRITEs go to both A and B
-                                  (READs come from A; size: the smaller one)
-  add -t null [-s SIZE] [OPTIONS] create and start a null device (WRITEs
-                                  are dropped, READs return zeroes)
-  del -n ID | -a                  stop and delete device ID, or all devices
-  list                            list devices: id, state, target, backing,
-                                  flags, queues
-  features                        which UBLK_F_* flags the running kernel grants
-  help                            this text
+/// A ublk server for Linux 6.1 (null, loop and mirror targets; copy mode, and splice
+/// zero copy with the UBLK_F_SPLICE_ZC series).
+#[derive(Debug, Clone, PartialEq, Eq, Parser)]
+#[command(
+    name = "ublk",
+    subcommand_required = true,
+    arg_required_else_help = true,
+    after_help = AFTER_HELP
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: CliCommand,
+}
 
-add options:
-  -t, --type TYPE        loop, mirror or null (required)
-  -f, --file FILE        backing file or block device (loop: once; mirror:
-                         twice)
-  -s, --size SIZE        device size for null, e.g. 512M, 1G (default 1G)
-  -z, --zero-copy        splice zero copy (needs UBLK_F_SPLICE_ZC)
-  -q, --queues N         hardware queues (default 1)
-  -d, --depth N          queue depth, 1..4096 (default 128)
-  -n, --number ID        device id (default: the first free one)
-      --buffered-io      use the page cache for the backing files (loop,
-                         mirror; default O_DIRECT; needed on tmpfs)
-      --max-io-size SIZE largest request (default 512K)
-      --foreground       serve in this process until SIGTERM/SIGINT
-                         (default: detach once the device is live)
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum CliCommand {
+    /// Create and start a device (loop, mirror or null).
+    ///
+    /// Prints `dev_id N /dev/ublkbN (...)` and returns once /dev/ublkbN is live; the
+    /// server then runs detached (logging to /run/ublk/ublk-server.PID.log), or in this
+    /// process with --foreground.
+    #[command(override_usage = "ublk add -t loop -f FILE [OPTIONS]\n       \
+                                ublk add -t mirror -f A -f B [OPTIONS]\n       \
+                                ublk add -t null [-s SIZE] [OPTIONS]")]
+    Add(AddOpts),
+    /// Stop and delete a device, or all devices.
+    #[command(visible_alias = "delete")]
+    Del(DelOpts),
+    /// List devices: id, state, target, backing, flags, queues.
+    #[command(visible_alias = "ls")]
+    List,
+    /// Which UBLK_F_* flags the running kernel grants.
+    Features,
+}
 
-del options:
-  -n, --number ID        the device
-  -a, --all              every device
-      --timeout SECS     how long to wait for the server to exit (default 30)
+/// The target type of `add -t`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetType {
+    Loop,
+    Mirror,
+    Null,
+}
 
-`add` prints the device id and its block device and returns once
-/dev/ublkbN is live. A detached server logs to /run/ublk/ublk-server.PID.log.
-";
+impl fmt::Display for TargetType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TargetType::Loop => "loop",
+            TargetType::Mirror => "mirror",
+            TargetType::Null => "null",
+        })
+    }
+}
+
+/// Options of `ublk add`, as given (checked by [`AddOpts::into_add_args`]).
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct AddOpts {
+    /// The target: loop (a file or block device), mirror (two of them) or null.
+    #[arg(short = 't', long = "type", value_name = "TYPE", value_parser = parse_target_type)]
+    pub target: TargetType,
+
+    /// Backing file or block device (loop: once; mirror: twice, -f A -f B).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+
+    /// Device size, for null only: bytes, or with a K/M/G/T suffix, e.g. 512M, 1G
+    /// [default: 1G].
+    #[arg(short = 's', long, value_name = "SIZE", value_parser = zc_cliutil::size_arg)]
+    pub size: Option<u64>,
+
+    /// Splice zero copy (needs UBLK_F_SPLICE_ZC, which the series adds).
+    #[arg(short = 'z', long)]
+    pub zero_copy: bool,
+
+    /// Hardware queues.
+    #[arg(short = 'q', long, value_name = "N", default_value_t = DEFAULT_QUEUES,
+          value_parser = parse_queues, allow_negative_numbers = true)]
+    pub queues: u16,
+
+    /// Queue depth, 1..4096.
+    #[arg(short = 'd', long, value_name = "N", default_value_t = DEFAULT_DEPTH,
+          value_parser = parse_depth, allow_negative_numbers = true)]
+    pub depth: u16,
+
+    /// Device id, below 1048576 [default: the first free one].
+    #[arg(short = 'n', long, value_name = "ID", value_parser = parse_dev_id,
+          allow_negative_numbers = true)]
+    pub number: Option<u32>,
+
+    /// Use the page cache for the backing files (loop, mirror) instead of O_DIRECT;
+    /// needed on tmpfs.
+    #[arg(long)]
+    pub buffered_io: bool,
+
+    /// Largest request: a multiple of 4K between 4K and 1G (K/M/G suffixes as for
+    /// --size).
+    #[arg(long, value_name = "SIZE", default_value = "512K", value_parser = parse_max_io)]
+    pub max_io_size: u32,
+
+    /// Serve in this process until SIGTERM/SIGINT (default: detach once the device is
+    /// live).
+    #[arg(long)]
+    pub foreground: bool,
+}
+
+/// Options of `ublk del`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+#[command(group(ArgGroup::new("which").required(true).args(["number", "all"])))]
+pub struct DelOpts {
+    /// The device to stop and delete.
+    #[arg(short = 'n', long, value_name = "ID", value_parser = parse_u32,
+          allow_negative_numbers = true)]
+    pub number: Option<u32>,
+
+    /// Every device.
+    #[arg(short = 'a', long)]
+    pub all: bool,
+
+    /// How long to wait for the server to exit, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = parse_u64,
+          allow_negative_numbers = true)]
+    pub timeout: u64,
+}
+
+fn parse_target_type(s: &str) -> Result<TargetType, String> {
+    match s {
+        "loop" => Ok(TargetType::Loop),
+        "mirror" => Ok(TargetType::Mirror),
+        "null" => Ok(TargetType::Null),
+        _ => Err(format!("unknown target type {s:?} (loop, mirror or null)")),
+    }
+}
+
+fn parse_u32(s: &str) -> Result<u32, String> {
+    s.parse()
+        .map_err(|_| format!("{s:?} is not a valid number"))
+}
+
+fn parse_u64(s: &str) -> Result<u64, String> {
+    s.parse()
+        .map_err(|_| format!("{s:?} is not a valid number"))
+}
+
+fn parse_queues(s: &str) -> Result<u16, String> {
+    match s.parse::<u16>() {
+        Ok(0) => Err("at least one queue is needed".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{s:?} is not a valid number")),
+    }
+}
+
+fn parse_depth(s: &str) -> Result<u16, String> {
+    let d = parse_u32(s)?;
+    match u16::try_from(d) {
+        Ok(d) if (1..=UBLK_MAX_QUEUE_DEPTH).contains(&d) => Ok(d),
+        _ => Err(format!(
+            "queue depth must be between 1 and {UBLK_MAX_QUEUE_DEPTH}"
+        )),
+    }
+}
+
+/// Device ids the driver accepts (UBLK_MINORS).
+const MAX_DEV_ID: u32 = 1 << 20;
+
+fn parse_dev_id(s: &str) -> Result<u32, String> {
+    let n = parse_u32(s)?;
+    if n >= MAX_DEV_ID {
+        return Err(format!("device id must be below {MAX_DEV_ID}"));
+    }
+    Ok(n)
+}
+
+fn parse_max_io(s: &str) -> Result<u32, String> {
+    let n = zc_cliutil::size_arg(s)?;
+    match u32::try_from(n) {
+        Ok(n) if (4096..=(1 << 30)).contains(&n) && n % 4096 == 0 => Ok(n),
+        _ => Err("must be a multiple of 4K between 4K and 1G".into()),
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AddArgs {
@@ -69,252 +220,142 @@ pub enum DelTarget {
     All,
 }
 
+/// A command, checked and ready to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    Help,
     Add(AddArgs),
     Del { which: DelTarget, timeout: Duration },
     List,
     Features,
 }
 
-fn parse_num<T: std::str::FromStr>(opt: &str, v: &str) -> Result<T> {
-    v.parse::<T>()
-        .map_err(|_| anyhow::anyhow!("{opt} {v:?}: not a valid number"))
-}
-
-/// Splits `args` into (option name, inline value) pairs as we go.
-struct Args<'a> {
-    args: &'a [String],
-    i: usize,
-}
-
-impl<'a> Args<'a> {
-    /// Next option: returns (name, inline value).  `-qN` and `--x=v` carry
-    /// their value inline.
-    fn next_opt(&mut self) -> Option<(String, Option<String>)> {
-        let a = self.args.get(self.i)?;
-        self.i += 1;
-        if let Some(long) = a.strip_prefix("--") {
-            return Some(match long.split_once('=') {
-                Some((k, v)) => (format!("--{k}"), Some(v.to_string())),
-                None => (a.clone(), None),
-            });
-        }
-        if a.starts_with('-') && a.len() > 2 {
-            return Some((a[..2].to_string(), Some(a[2..].to_string())));
-        }
-        Some((a.clone(), None))
-    }
-
-    fn value(&mut self, opt: &str, inline: Option<String>) -> Result<String> {
-        if let Some(v) = inline {
-            return Ok(v);
-        }
-        match self.args.get(self.i) {
-            Some(v) => {
-                self.i += 1;
-                Ok(v.clone())
-            }
-            None => bail!("{opt} needs a value"),
-        }
+/// A usage error of subcommand `sub`, rendered like clap's own (with its usage line and
+/// the pointer to --help; exit status 2).
+fn usage_error(sub: &str, kind: ErrorKind, msg: impl fmt::Display) -> clap::Error {
+    let mut cmd = Cli::command();
+    cmd.build();
+    match cmd.find_subcommand_mut(sub) {
+        Some(s) => s.error(kind, msg),
+        None => cmd.error(kind, msg),
     }
 }
 
-fn no_value(opt: &str, inline: &Option<String>) -> Result<()> {
-    if inline.is_some() {
-        bail!("{opt} takes no value");
+impl AddOpts {
+    /// Checks what clap cannot check alone (which options go with which target).
+    pub fn into_add_args(self) -> Result<AddArgs, clap::Error> {
+        let err = |kind, msg: String| usage_error("add", kind, msg);
+        let AddOpts {
+            target: ty,
+            files,
+            size,
+            buffered_io: buffered,
+            ..
+        } = self;
+        let target =
+            match ty {
+                TargetType::Loop | TargetType::Mirror => {
+                    if size.is_some() {
+                        return Err(err(
+                            ErrorKind::ArgumentConflict,
+                            format!(
+                            "add: -s/--size is for -t null; a {ty} device has its backing's size"
+                        ),
+                        ));
+                    }
+                    let mut files = files.into_iter();
+                    match (ty, files.next(), files.next(), files.next()) {
+                        (TargetType::Loop, None, ..) => return Err(err(
+                            ErrorKind::MissingRequiredArgument,
+                            "add -t loop: -f FILE is required (the backing file or block device)"
+                                .into(),
+                        )),
+                        (TargetType::Loop, Some(path), None, _) => {
+                            TargetConfig::Loop { path, buffered }
+                        }
+                        (TargetType::Loop, Some(_), Some(_), _) => {
+                            return Err(err(
+                                ErrorKind::TooManyValues,
+                                "add -t loop: give one -f FILE (two are for -t mirror)".into(),
+                            ))
+                        }
+                        (_, Some(a), Some(b), None) => TargetConfig::Mirror {
+                            paths: [a, b],
+                            buffered,
+                        },
+                        _ => {
+                            return Err(err(
+                                ErrorKind::WrongNumberOfValues,
+                                "add -t mirror: give exactly two backing files, -f A -f B".into(),
+                            ))
+                        }
+                    }
+                }
+                TargetType::Null => {
+                    if !files.is_empty() {
+                        return Err(err(
+                            ErrorKind::ArgumentConflict,
+                            "add -t null: -f/--file is only for -t loop and -t mirror".into(),
+                        ));
+                    }
+                    if buffered {
+                        return Err(err(
+                            ErrorKind::ArgumentConflict,
+                            "add -t null: --buffered-io is only for -t loop and -t mirror".into(),
+                        ));
+                    }
+                    let size = size.unwrap_or(DEFAULT_NULL_SIZE);
+                    if size < 512 {
+                        return Err(err(
+                            ErrorKind::ValueValidation,
+                            format!("add -t null: size {size} is too small (at least 512 bytes)"),
+                        ));
+                    }
+                    TargetConfig::Null { size }
+                }
+            };
+        Ok(AddArgs {
+            cfg: DeviceConfig {
+                dev_id: self.number,
+                nr_queues: self.queues,
+                depth: self.depth,
+                zero_copy: self.zero_copy,
+                max_io_buf_bytes: self.max_io_size,
+                extra_flags: 0,
+                unprivileged_queues: false,
+            },
+            target,
+            foreground: self.foreground,
+        })
     }
-    Ok(())
 }
 
-fn parse_add(rest: &[String]) -> Result<Command> {
-    let mut a = Args { args: rest, i: 0 };
-    let mut ty: Option<String> = None;
-    let mut files: Vec<PathBuf> = Vec::new();
-    let mut size: Option<u64> = None;
-    let mut zero_copy = false;
-    let mut queues = DEFAULT_QUEUES;
-    let mut depth = DEFAULT_DEPTH;
-    let mut id: Option<u32> = None;
-    let mut buffered = false;
-    let mut foreground = false;
-    let mut max_io = DEFAULT_MAX_IO_BUF_BYTES;
-    while let Some((opt, inline)) = a.next_opt() {
-        match opt.as_str() {
-            "-t" | "--type" => ty = Some(a.value(&opt, inline)?),
-            "-f" | "--file" => files.push(PathBuf::from(a.value(&opt, inline)?)),
-            "-s" | "--size" => size = Some(parse_size(&a.value(&opt, inline)?)?),
-            "-z" | "--zero-copy" => {
-                no_value(&opt, &inline)?;
-                zero_copy = true
-            }
-            "-q" | "--queues" => {
-                let v = a.value(&opt, inline)?;
-                queues = parse_num(&opt, &v)?;
-                if queues == 0 {
-                    bail!("{opt} {v}: at least one queue is needed");
-                }
-            }
-            "-d" | "--depth" => {
-                let v = a.value(&opt, inline)?;
-                let d: u32 = parse_num(&opt, &v)?;
-                if d == 0 || d > u32::from(UBLK_MAX_QUEUE_DEPTH) {
-                    bail!("{opt} {v}: queue depth must be between 1 and {UBLK_MAX_QUEUE_DEPTH}");
-                }
-                depth = d as u16;
-            }
-            "-n" | "--number" => {
-                let v = a.value(&opt, inline)?;
-                let n: u32 = parse_num(&opt, &v)?;
-                if n >= 1 << 20 {
-                    bail!("{opt} {v}: device id must be below {}", 1 << 20);
-                }
-                id = Some(n);
-            }
-            "--buffered-io" => {
-                no_value(&opt, &inline)?;
-                buffered = true
-            }
-            "--foreground" => {
-                no_value(&opt, &inline)?;
-                foreground = true
-            }
-            "--max-io-size" => {
-                let v = a.value(&opt, inline)?;
-                let s = parse_size(&v)?;
-                if !(4096..=(1 << 30)).contains(&s) || s % 4096 != 0 {
-                    bail!("{opt} {v}: must be a multiple of 4K between 4K and 1G");
-                }
-                max_io = s as u32;
-            }
-            "-h" | "--help" => return Ok(Command::Help),
-            o => bail!("add: unknown option {o:?}"),
-        }
-    }
-    let target = match ty.as_deref() {
-        None => bail!("add: -t TYPE is required (loop, mirror or null)"),
-        Some(t @ ("loop" | "mirror")) => {
-            if size.is_some() {
-                bail!("add: -s/--size is for -t null; a {t} device has its backing's size");
-            }
-            let mut files = files.into_iter();
-            match (t, files.next(), files.next(), files.next()) {
-                ("loop", None, ..) => {
-                    bail!("add -t loop: -f FILE is required (the backing file or block device)")
-                }
-                ("loop", Some(path), None, _) => TargetConfig::Loop { path, buffered },
-                ("loop", Some(_), Some(_), _) => {
-                    bail!("add -t loop: give one -f FILE (two are for -t mirror)")
-                }
-                (_, Some(a), Some(b), None) => TargetConfig::Mirror {
-                    paths: [a, b],
-                    buffered,
+impl CliCommand {
+    /// The command to run, once checked.
+    pub fn into_command(self) -> Result<Command, clap::Error> {
+        Ok(match self {
+            CliCommand::Add(a) => Command::Add(a.into_add_args()?),
+            CliCommand::Del(d) => Command::Del {
+                // The group "which" makes clap insist on exactly one of the two.
+                which: match d.number {
+                    Some(n) => DelTarget::One(n),
+                    None => DelTarget::All,
                 },
-                _ => bail!("add -t mirror: give exactly two backing files, -f A -f B"),
-            }
-        }
-        Some("null") => {
-            if !files.is_empty() {
-                bail!("add -t null: -f/--file is only for -t loop and -t mirror");
-            }
-            if buffered {
-                bail!("add -t null: --buffered-io is only for -t loop and -t mirror");
-            }
-            let size = size.unwrap_or(DEFAULT_NULL_SIZE);
-            if size < 512 {
-                bail!("add -t null: size {size} is too small (at least 512 bytes)");
-            }
-            TargetConfig::Null { size }
-        }
-        Some(t) => bail!("add: unknown target type {t:?} (loop, mirror or null)"),
-    };
-    Ok(Command::Add(AddArgs {
-        cfg: DeviceConfig {
-            dev_id: id,
-            nr_queues: queues,
-            depth,
-            zero_copy,
-            max_io_buf_bytes: max_io,
-            extra_flags: 0,
-            unprivileged_queues: false,
-        },
-        target,
-        foreground,
-    }))
-}
-
-fn parse_del(rest: &[String]) -> Result<Command> {
-    let mut a = Args { args: rest, i: 0 };
-    let mut which = None;
-    let mut timeout = Duration::from_secs(30);
-    while let Some((opt, inline)) = a.next_opt() {
-        match opt.as_str() {
-            "-n" | "--number" => {
-                let v = a.value(&opt, inline)?;
-                let n: u32 = parse_num(&opt, &v)?;
-                if which.is_some() {
-                    bail!("del: give one of -n ID or -a");
-                }
-                which = Some(DelTarget::One(n));
-            }
-            "-a" | "--all" => {
-                no_value(&opt, &inline)?;
-                if which.is_some() {
-                    bail!("del: give one of -n ID or -a");
-                }
-                which = Some(DelTarget::All);
-            }
-            "--timeout" => {
-                let v = a.value(&opt, inline)?;
-                timeout = Duration::from_secs(parse_num(&opt, &v)?);
-            }
-            "-h" | "--help" => return Ok(Command::Help),
-            o => bail!("del: unknown option {o:?}"),
-        }
-    }
-    let Some(which) = which else {
-        bail!("del: -n ID or -a is required");
-    };
-    Ok(Command::Del { which, timeout })
-}
-
-fn no_args(cmd: &str, rest: &[String]) -> Result<()> {
-    match rest.first() {
-        Some(a) if a == "-h" || a == "--help" => Ok(()),
-        Some(a) => bail!("{cmd}: unexpected argument {a:?}"),
-        None => Ok(()),
+                timeout: Duration::from_secs(d.timeout),
+            },
+            CliCommand::List => Command::List,
+            CliCommand::Features => Command::Features,
+        })
     }
 }
 
-/// Parse the arguments after the program name.
-pub fn parse_args(args: &[String]) -> Result<Command> {
-    let Some(cmd) = args.first() else {
-        bail!("no command given");
-    };
-    let rest = &args[1..];
-    match cmd.as_str() {
-        "-h" | "--help" | "help" => Ok(Command::Help),
-        "add" => parse_add(rest),
-        "del" | "delete" => parse_del(rest),
-        "list" | "ls" => {
-            no_args("list", rest)?;
-            if rest.is_empty() {
-                Ok(Command::List)
-            } else {
-                Ok(Command::Help)
-            }
-        }
-        "features" => {
-            no_args("features", rest)?;
-            if rest.is_empty() {
-                Ok(Command::Features)
-            } else {
-                Ok(Command::Help)
-            }
-        }
-        c => bail!("unknown command {c:?}"),
-    }
+/// Parses and checks a command line (`args` starts with the program name).  `--help`
+/// and usage errors are a `clap::Error` (print it; its exit code is 0 for help, else 2).
+pub fn parse_args<I, T>(args: I) -> Result<Command, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    Cli::try_parse_from(args)?.command.into_command()
 }
 
 fn cmd_add(a: &AddArgs) -> Result<()> {
@@ -415,21 +456,22 @@ fn cmd_del(which: &DelTarget, timeout: Duration) -> Result<()> {
     Ok(())
 }
 
-/// Run the CLI; returns the exit code.
-pub fn main_with_args(args: &[String]) -> i32 {
+/// Runs the CLI on `args` (the program name first); returns the exit code: 0, 1 when the
+/// command failed, 2 for bad usage (0 for --help).
+pub fn main_with_args<I, T>(args: I) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
     let cmd = match parse_args(args) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("ublk: {e:#}");
-            eprintln!("try 'ublk --help'");
-            return 2;
+            // Help to stdout, errors to stderr.
+            let _ = e.print();
+            return e.exit_code();
         }
     };
     let r = match &cmd {
-        Command::Help => {
-            print!("{USAGE}");
-            Ok(())
-        }
         Command::Add(a) => cmd_add(a),
         Command::Del { which, timeout } => cmd_del(which, *timeout),
         Command::List => cmd_list(),
@@ -447,21 +489,32 @@ pub fn main_with_args(args: &[String]) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::device::DEFAULT_MAX_IO_BUF_BYTES;
     use rstest::rstest;
 
     fn v(s: &str) -> Vec<String> {
-        s.split_whitespace().map(String::from).collect()
+        std::iter::once("ublk")
+            .chain(s.split_whitespace())
+            .map(String::from)
+            .collect()
     }
 
     fn add(s: &str) -> AddArgs {
-        match parse_args(&v(s)).unwrap() {
+        match parse_args(v(s)).unwrap() {
             Command::Add(a) => a,
             c => panic!("{c:?}"),
         }
     }
 
-    fn err(s: &str) -> String {
-        format!("{:#}", parse_args(&v(s)).unwrap_err())
+    /// The error as the user sees it (without colors).
+    fn err(s: &str) -> (ErrorKind, String) {
+        let e = parse_args(v(s)).unwrap_err();
+        (e.kind(), e.render().to_string())
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert()
     }
 
     #[test]
@@ -474,8 +527,10 @@ mod tests {
                 buffered: false
             }
         );
+        assert_eq!(a.cfg.nr_queues, DEFAULT_QUEUES);
         assert_eq!(a.cfg.nr_queues, 1);
         assert_eq!(a.cfg.depth, 128);
+        assert_eq!(a.cfg.max_io_buf_bytes, DEFAULT_MAX_IO_BUF_BYTES);
         assert!(!a.cfg.zero_copy);
         assert_eq!(a.cfg.dev_id, None);
         assert!(!a.foreground);
@@ -483,7 +538,8 @@ mod tests {
 
     #[test]
     fn add_loop_everything() {
-        let a = add("add -t loop -f /d -z -q 2 -d 64 --buffered-io -n 7 --foreground");
+        let a =
+            add("add -t loop -f /d -z -q 2 -d 64 --buffered-io -n 7 --foreground --max-io-size 1M");
         assert_eq!(
             a.target,
             TargetConfig::Loop {
@@ -493,13 +549,21 @@ mod tests {
         );
         assert!(a.cfg.zero_copy && a.foreground);
         assert_eq!(
-            (a.cfg.nr_queues, a.cfg.depth, a.cfg.dev_id),
-            (2, 64, Some(7))
+            (
+                a.cfg.nr_queues,
+                a.cfg.depth,
+                a.cfg.dev_id,
+                a.cfg.max_io_buf_bytes
+            ),
+            (2, 64, Some(7), 1 << 20)
         );
-        let b = add("add --type=loop --file=/d --zero-copy --queues=2 --depth=64 --buffered-io --number=7 --foreground");
+        let b = add("add --type=loop --file=/d --zero-copy --queues=2 --depth=64 --buffered-io --number=7 --foreground --max-io-size=1024K");
         assert_eq!(a, b);
-        let c = add("add -tloop -f/d -z -q2 -d64 --buffered-io -n7 --foreground");
+        let c = add("add -tloop -f/d -z -q2 -d64 --buffered-io -n7 --foreground --max-io-size 1M");
         assert_eq!(a, c);
+        let d =
+            add("add --foreground --max-io-size 1M -n 7 --buffered-io -d 64 -q 2 -z -f /d -t loop");
+        assert_eq!(a, d, "options come in any order");
     }
 
     #[test]
@@ -509,6 +573,8 @@ mod tests {
         let a = add("add -t null -z");
         assert_eq!(a.target, TargetConfig::Null { size: 1 << 30 });
         assert!(a.cfg.zero_copy);
+        let a = add("add -t null --size=4096");
+        assert_eq!(a.target, TargetConfig::Null { size: 4096 });
     }
 
     #[test]
@@ -525,58 +591,279 @@ mod tests {
     }
 
     #[rstest]
-    #[case("add -t loop", "-f FILE is required")]
-    #[case("add -t loop -f /a -f /b", "two are for -t mirror")]
-    #[case("add -t mirror -f /a", "exactly two")]
-    #[case("add -t mirror -f /a -f /b -f /c", "exactly two")]
-    #[case("add -t mirror -f /a -f /b -s 1G", "for -t null")]
-    #[case("add -f /x", "-t TYPE is required")]
-    #[case("add -t foo", "unknown target type")]
-    #[case("add -t loop -f /x -d 5000", "between 1 and 4096")]
-    #[case("add -t loop -f /x -d 0", "between 1 and 4096")]
-    #[case("add -t loop -f /x -d -3", "not a valid number")]
-    #[case("add -t loop -f /x -q 0", "at least one queue")]
-    #[case("add -t loop -f /x -q", "needs a value")]
-    #[case("add -t loop -f /x -s 1G", "for -t null")]
-    #[case("add -t null -f /x", "only for -t loop")]
-    #[case("add -t null --buffered-io", "only for -t loop")]
-    #[case("add -t null -s 12Q", "unknown suffix")]
-    #[case("add -t null -s 100", "too small")]
-    #[case("add -t loop -f /x --bogus", "unknown option")]
-    #[case("add -t loop -f /x -z=1", "takes no value")]
-    #[case("add -t loop -f /x -n 99999999", "below")]
-    #[case("add -t loop -f /x --max-io-size 1000", "multiple of 4K")]
-    #[case("del", "-n ID or -a is required")]
-    #[case("del -n 1 -a", "one of")]
-    #[case("del -n x", "not a valid number")]
-    #[case("frob", "unknown command")]
-    #[case("list extra", "unexpected argument")]
-    #[case("", "no command")]
-    fn bad_input(#[case] args: &str, #[case] msg: &str) {
-        let e = err(args);
+    #[case(
+        "add -t loop",
+        ErrorKind::MissingRequiredArgument,
+        "-f FILE is required"
+    )]
+    #[case(
+        "add -t loop -f /a -f /b",
+        ErrorKind::TooManyValues,
+        "two are for -t mirror"
+    )]
+    #[case("add -t mirror -f /a", ErrorKind::WrongNumberOfValues, "exactly two")]
+    #[case(
+        "add -t mirror -f /a -f /b -f /c",
+        ErrorKind::WrongNumberOfValues,
+        "exactly two"
+    )]
+    #[case(
+        "add -t mirror -f /a -f /b -s 1G",
+        ErrorKind::ArgumentConflict,
+        "for -t null"
+    )]
+    #[case("add -f /x", ErrorKind::MissingRequiredArgument, "--type <TYPE>")]
+    #[case("add", ErrorKind::MissingRequiredArgument, "--type <TYPE>")]
+    #[case(
+        "add -t foo",
+        ErrorKind::ValueValidation,
+        "unknown target type \"foo\""
+    )]
+    #[case("add -t nbd", ErrorKind::ValueValidation, "unknown target type")]
+    #[case(
+        "add -t",
+        ErrorKind::InvalidValue,
+        "a value is required for '--type <TYPE>'"
+    )]
+    #[case(
+        "add -t loop -f /x -d 5000",
+        ErrorKind::ValueValidation,
+        "between 1 and 4096"
+    )]
+    #[case(
+        "add -t loop -f /x -d 0",
+        ErrorKind::ValueValidation,
+        "between 1 and 4096"
+    )]
+    #[case(
+        "add -t loop -f /x -d -3",
+        ErrorKind::ValueValidation,
+        "not a valid number"
+    )]
+    #[case(
+        "add -t loop -f /x -d x",
+        ErrorKind::ValueValidation,
+        "for '--depth <N>'"
+    )]
+    #[case(
+        "add -t loop -f /x -q 0",
+        ErrorKind::ValueValidation,
+        "at least one queue"
+    )]
+    #[case(
+        "add -t loop -f /x -q 70000",
+        ErrorKind::ValueValidation,
+        "not a valid number"
+    )]
+    #[case(
+        "add -t loop -f /x -q",
+        ErrorKind::InvalidValue,
+        "a value is required for '--queues <N>'"
+    )]
+    #[case("add -t loop -f /x -s 1G", ErrorKind::ArgumentConflict, "for -t null")]
+    #[case("add -t null -f /x", ErrorKind::ArgumentConflict, "only for -t loop")]
+    #[case(
+        "add -t null --buffered-io",
+        ErrorKind::ArgumentConflict,
+        "only for -t loop"
+    )]
+    #[case("add -t null -s 12Q", ErrorKind::ValueValidation, "unknown suffix")]
+    #[case(
+        "add -t null -s 12Q",
+        ErrorKind::ValueValidation,
+        "invalid value '12Q' for '--size <SIZE>'"
+    )]
+    #[case("add -t null -s 99999999999T", ErrorKind::ValueValidation, "too large")]
+    #[case("add -t null -s 100", ErrorKind::ValueValidation, "too small")]
+    #[case(
+        "add -t loop -f /x --bogus",
+        ErrorKind::UnknownArgument,
+        "unexpected argument '--bogus'"
+    )]
+    #[case(
+        "add -t loop -f /x --foregrund",
+        ErrorKind::UnknownArgument,
+        "similar argument exists: '--foreground'"
+    )]
+    #[case(
+        "add -t loop -f /x -z=1",
+        ErrorKind::UnknownArgument,
+        "unexpected argument '-=' found"
+    )]
+    #[case(
+        "add -t loop -f /x --zero-copy=1",
+        ErrorKind::TooManyValues,
+        "unexpected value '1' for '--zero-copy'"
+    )]
+    #[case(
+        "add -t loop -f /x -n 99999999",
+        ErrorKind::ValueValidation,
+        "below 1048576"
+    )]
+    #[case(
+        "add -t loop -f /x --max-io-size 1000",
+        ErrorKind::ValueValidation,
+        "multiple of 4K"
+    )]
+    #[case(
+        "add -t loop -f /x --max-io-size 2G",
+        ErrorKind::ValueValidation,
+        "multiple of 4K"
+    )]
+    #[case(
+        "add -t loop -f /x --max-io-size 1Z",
+        ErrorKind::ValueValidation,
+        "for '--max-io-size <SIZE>': bad size"
+    )]
+    #[case("del", ErrorKind::MissingRequiredArgument, "<--number <ID>|--all>")]
+    #[case("del -n 1 -a", ErrorKind::ArgumentConflict, "cannot be used with")]
+    #[case("del -n x", ErrorKind::ValueValidation, "not a valid number")]
+    #[case(
+        "del -a --timeout soon",
+        ErrorKind::ValueValidation,
+        "for '--timeout <SECS>'"
+    )]
+    #[case("del -a -z", ErrorKind::UnknownArgument, "unexpected argument '-z'")]
+    #[case("frob", ErrorKind::InvalidSubcommand, "unrecognized subcommand 'frob'")]
+    #[case(
+        "list extra",
+        ErrorKind::UnknownArgument,
+        "unexpected argument 'extra'"
+    )]
+    #[case(
+        "features --all",
+        ErrorKind::UnknownArgument,
+        "unexpected argument '--all'"
+    )]
+    #[case("--bogus", ErrorKind::UnknownArgument, "unexpected argument '--bogus'")]
+    fn bad_input(#[case] args: &str, #[case] kind: ErrorKind, #[case] msg: &str) {
+        let (k, e) = err(args);
         assert!(e.contains(msg), "{args:?}: {e:?} lacks {msg:?}");
+        assert_eq!(k, kind, "{args:?}: {e}");
+        // Every usage error points to the help, and exits 2.
+        assert!(e.contains("--help"), "{args:?}: {e}");
+        assert_eq!(parse_args(v(args)).unwrap_err().exit_code(), 2);
     }
 
     #[test]
-    fn del_list_features_help() {
+    fn checks_name_the_subcommand_in_the_usage() {
+        let (_, e) = err("add -t loop");
+        assert!(e.contains("Usage: ublk add"), "{e}");
+    }
+
+    #[test]
+    fn no_command_is_the_help_and_fails() {
+        let e = parse_args(v("")).unwrap_err();
         assert_eq!(
-            parse_args(&v("del -n 3")).unwrap(),
+            e.kind(),
+            ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        );
+        assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn del_list_features() {
+        assert_eq!(
+            parse_args(v("del -n 3")).unwrap(),
             Command::Del {
                 which: DelTarget::One(3),
                 timeout: Duration::from_secs(30)
             }
         );
         assert_eq!(
-            parse_args(&v("del -a --timeout 5")).unwrap(),
+            parse_args(v("delete --number=3 --timeout=7")).unwrap(),
+            Command::Del {
+                which: DelTarget::One(3),
+                timeout: Duration::from_secs(7)
+            }
+        );
+        assert_eq!(
+            parse_args(v("del -a --timeout 5")).unwrap(),
             Command::Del {
                 which: DelTarget::All,
                 timeout: Duration::from_secs(5)
             }
         );
-        assert_eq!(parse_args(&v("list")).unwrap(), Command::List);
-        assert_eq!(parse_args(&v("features")).unwrap(), Command::Features);
-        assert_eq!(parse_args(&v("--help")).unwrap(), Command::Help);
-        assert_eq!(parse_args(&v("add --help")).unwrap(), Command::Help);
-        assert_eq!(parse_args(&v("list -h")).unwrap(), Command::Help);
+        assert_eq!(
+            parse_args(v("del --all")).unwrap(),
+            Command::Del {
+                which: DelTarget::All,
+                timeout: Duration::from_secs(30)
+            }
+        );
+        assert_eq!(parse_args(v("list")).unwrap(), Command::List);
+        assert_eq!(parse_args(v("ls")).unwrap(), Command::List);
+        assert_eq!(parse_args(v("features")).unwrap(), Command::Features);
+    }
+
+    #[rstest]
+    #[case("--help")]
+    #[case("-h")]
+    #[case("help")]
+    #[case("help add")]
+    #[case("add --help")]
+    #[case("add -t loop -h")]
+    #[case("del -h")]
+    #[case("delete --help")]
+    #[case("list -h")]
+    #[case("ls --help")]
+    #[case("features --help")]
+    fn help_exits_0(#[case] args: &str) {
+        let e = parse_args(v(args)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::DisplayHelp, "{args:?}");
+        assert_eq!(e.exit_code(), 0, "{args:?}");
+    }
+
+    #[test]
+    fn help_lists_every_option() {
+        let top = parse_args(v("--help")).unwrap_err().render().to_string();
+        for want in [
+            "add",
+            "del",
+            "list",
+            "features",
+            "delete",
+            "ls",
+            "UBLK_F_SPLICE_ZC",
+            "ublk add -t mirror -f A -f B",
+            "/run/ublk/ublk-server.PID.log",
+        ] {
+            assert!(top.contains(want), "{want:?} not in:\n{top}");
+        }
+        let add = parse_args(v("add --help"))
+            .unwrap_err()
+            .render()
+            .to_string();
+        for want in [
+            "-t, --type <TYPE>",
+            "loop (a file or block device), mirror (two of them) or null",
+            "-f, --file <FILE>",
+            "-s, --size <SIZE>",
+            "[default: 1G]",
+            "-z, --zero-copy",
+            "-q, --queues <N>",
+            "[default: 1]",
+            "-d, --depth <N>",
+            "[default: 128]",
+            "-n, --number <ID>",
+            "--buffered-io",
+            "--max-io-size <SIZE>",
+            "[default: 512K]",
+            "--foreground",
+        ] {
+            assert!(add.contains(want), "{want:?} not in:\n{add}");
+        }
+        let del = parse_args(v("del --help"))
+            .unwrap_err()
+            .render()
+            .to_string();
+        for want in [
+            "-n, --number <ID>",
+            "-a, --all",
+            "--timeout <SECS>",
+            "[default: 30]",
+        ] {
+            assert!(del.contains(want), "{want:?} not in:\n{del}");
+        }
     }
 }
