@@ -8,24 +8,72 @@
 //! `N passed, N failed` and exits non-zero if a test failed or none ran.
 
 use anyhow::{bail, Context, Result};
+use clap::Parser;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 use ublk_suite::runner::libtest::Event;
 use ublk_suite::runner::{exec, report, suite_name, Outcome, TestResult};
 
-const USAGE: &str =
-    "usage: ublk-suite [--label NAME] [--results DIR] [--timeout SECS] [--tests FILE] \
-[--] [FILTER|LIBTEST-OPTION]...
+const AFTER_HELP: &str = "\
+The runner's own options come first: from the first other argument on (or after --),
+every argument goes to every test executable, e.g.
+  ublk-suite --label patched --suite splice_direct read_to_read --exact
+Without a --test-threads option of their own they get --test-threads=1.";
 
-  --label NAME     the kernel: patched, debug or base; names the reports suite-NAME.tap and
-                   suite-NAME.xml and is exported to the tests as $UBLK_SUITE_LABEL
-  --results DIR    where to write the reports (default: $VMRUN_RESULTS; none if unset)
-  --timeout SECS   time limit of each test executable (default 1200)
-  --tests FILE     the list of test executables (default: ublk-suite.tests next to this binary)
-  --suite NAME     run only this test executable (e.g. splice_direct); may be repeated
-Other arguments go to every test executable (default --test-threads=1).";
+/// The in-guest test suite runner: runs every test executable of the suite, one after
+/// another, writes TAP and JUnit XML reports, ends with `N passed, N failed` and fails
+/// if a test failed or none ran.
+#[derive(Debug, Clone, PartialEq, Eq, Parser)]
+#[command(name = "ublk-suite", after_help = AFTER_HELP)]
+struct Cli {
+    /// The kernel: patched, debug or base; names the reports suite-NAME.tap and
+    /// suite-NAME.xml and is exported to the tests as $UBLK_SUITE_LABEL.
+    #[arg(long, value_name = "NAME", value_parser = parse_label)]
+    label: Option<String>,
 
+    /// Where to write the reports [default: $VMRUN_RESULTS; none if unset].
+    #[arg(long, value_name = "DIR")]
+    results: Option<PathBuf>,
+
+    /// Time limit of each test executable, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 1200, value_parser = parse_secs)]
+    timeout: u64,
+
+    /// The list of test executables [default: ublk-suite.tests next to this binary].
+    #[arg(long, value_name = "FILE")]
+    tests: Option<PathBuf>,
+
+    /// Run only this test executable (e.g. splice_direct); may be repeated.
+    #[arg(long = "suite", value_name = "NAME")]
+    suites: Vec<String>,
+
+    /// Test name filters and libtest options (--exact, --skip NAME, --test-threads=N,
+    /// ...), passed to every test executable.
+    #[arg(
+        value_name = "FILTER|LIBTEST-OPTION",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    passthrough: Vec<String>,
+}
+
+fn parse_label(l: &str) -> Result<String, String> {
+    if l.is_empty()
+        || !l
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err("use letters, digits, '-', '_' and '.'".into());
+    }
+    Ok(l.to_string())
+}
+
+fn parse_secs(s: &str) -> Result<u64, String> {
+    s.parse().map_err(|_| "not a number of seconds".to_string())
+}
+
+/// What a run does: the command line, with the defaults that come from elsewhere filled in.
 struct Options {
     label: Option<String>,
     results: Option<PathBuf>,
@@ -35,68 +83,24 @@ struct Options {
     passthrough: Vec<String>,
 }
 
-fn parse_args(args: Vec<String>) -> Result<Option<Options>> {
-    let mut o = Options {
-        label: None,
-        results: std::env::var_os("VMRUN_RESULTS")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from),
-        timeout: Duration::from_secs(1200),
-        tests: None,
-        suites: Vec::new(),
-        passthrough: Vec::new(),
-    };
-    let mut it = args.into_iter();
-    while let Some(a) = it.next() {
-        let (key, inline) = match a.split_once('=') {
-            Some((k, v)) if k.starts_with("--") => (k.to_string(), Some(v.to_string())),
-            _ => (a.clone(), None),
-        };
-        let mut value = |name: &str| -> Result<String> {
-            match inline.clone() {
-                Some(v) => Ok(v),
-                None => it
-                    .next()
-                    .with_context(|| format!("{name} needs a value\n{USAGE}")),
-            }
-        };
-        match key.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--label" => {
-                let l = value("--label")?;
-                if l.is_empty()
-                    || !l
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-                {
-                    bail!("--label {l:?}: use letters, digits, '-', '_' and '.'");
-                }
-                o.label = Some(l);
-            }
-            "--results" => o.results = Some(PathBuf::from(value("--results")?)),
-            "--timeout" => {
-                let v = value("--timeout")?;
-                let s: u64 = v
-                    .parse()
-                    .with_context(|| format!("--timeout {v:?}: not a number of seconds"))?;
-                o.timeout = Duration::from_secs(s);
-            }
-            "--tests" => o.tests = Some(PathBuf::from(value("--tests")?)),
-            "--suite" => o.suites.push(value("--suite")?),
-            "--" => {
-                o.passthrough.extend(it.by_ref());
-            }
-            _ => o.passthrough.push(a),
+impl Options {
+    /// `vmrun_results`: $VMRUN_RESULTS, the default of --results (ignored when empty).
+    fn new(cli: Cli, vmrun_results: Option<std::ffi::OsString>) -> Options {
+        let mut passthrough = cli.passthrough;
+        if !passthrough.iter().any(|a| a.starts_with("--test-threads")) {
+            passthrough.insert(0, "--test-threads=1".to_string());
+        }
+        Options {
+            label: cli.label,
+            results: cli
+                .results
+                .or_else(|| vmrun_results.filter(|v| !v.is_empty()).map(PathBuf::from)),
+            timeout: Duration::from_secs(cli.timeout),
+            tests: cli.tests,
+            suites: cli.suites,
+            passthrough,
         }
     }
-    if !o
-        .passthrough
-        .iter()
-        .any(|a| a.starts_with("--test-threads"))
-    {
-        o.passthrough.insert(0, "--test-threads=1".to_string());
-    }
-    Ok(Some(o))
 }
 
 fn read_list(path: &Path) -> Result<Vec<PathBuf>> {
@@ -217,19 +221,215 @@ fn run(o: Options) -> Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = parse_args(args).and_then(|o| match o {
-        Some(o) => run(o),
-        None => {
-            println!("{USAGE}");
-            Ok(ExitCode::SUCCESS)
-        }
-    });
+    // Usage errors exit 2 and --help 0, as before.
+    let cli = Cli::parse();
+    let result = run(Options::new(cli, std::env::var_os("VMRUN_RESULTS")));
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("ublk-suite: error: {e:#}");
             ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::error::ErrorKind;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("ublk-suite").chain(args.iter().copied()))
+    }
+
+    fn opts(args: &[&str]) -> Options {
+        Options::new(parse(args).expect("parses"), None)
+    }
+
+    fn err(args: &[&str]) -> (ErrorKind, String) {
+        let e = parse(args).expect_err("parsing should fail");
+        (e.kind(), e.render().to_string())
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert()
+    }
+
+    #[test]
+    fn defaults() {
+        let o = opts(&[]);
+        assert_eq!(o.label, None);
+        assert_eq!(o.results, None);
+        assert_eq!(o.timeout, Duration::from_secs(1200));
+        assert_eq!(o.tests, None);
+        assert!(o.suites.is_empty());
+        assert_eq!(o.passthrough, ["--test-threads=1"]);
+    }
+
+    #[test]
+    fn results_default_to_vmrun_results() {
+        let cli = parse(&[]).expect("parses");
+        let o = Options::new(cli.clone(), Some("/r".into()));
+        assert_eq!(o.results, Some(PathBuf::from("/r")));
+        let o = Options::new(cli, Some("".into()));
+        assert_eq!(o.results, None, "an empty $VMRUN_RESULTS is none");
+        let o = Options::new(
+            parse(&["--results", "/mine"]).expect("parses"),
+            Some("/r".into()),
+        );
+        assert_eq!(o.results, Some(PathBuf::from("/mine")));
+    }
+
+    #[test]
+    fn every_option() {
+        let o = opts(&[
+            "--label",
+            "patched",
+            "--results=/res",
+            "--timeout",
+            "60",
+            "--tests",
+            "/t/list",
+            "--suite",
+            "splice_direct",
+            "--suite=ublk_zc",
+            "read_to_read",
+            "--exact",
+        ]);
+        assert_eq!(o.label.as_deref(), Some("patched"));
+        assert_eq!(o.results, Some(PathBuf::from("/res")));
+        assert_eq!(o.timeout, Duration::from_secs(60));
+        assert_eq!(o.tests, Some(PathBuf::from("/t/list")));
+        assert_eq!(o.suites, ["splice_direct", "ublk_zc"]);
+        assert_eq!(
+            o.passthrough,
+            ["--test-threads=1", "read_to_read", "--exact"]
+        );
+    }
+
+    #[test]
+    fn the_scripts_command_lines() {
+        // scripts/test.sh, run-qemu.sh, mutants.sh
+        let o = opts(&["--label", "debug"]);
+        assert_eq!(o.label.as_deref(), Some("debug"));
+        let o = opts(&[
+            "--label",
+            "patched",
+            "--timeout",
+            "900",
+            "--suite",
+            "ublk_zc",
+            "splice_errnos_read_request",
+            "splice_errnos_write_request",
+        ]);
+        assert_eq!(o.timeout, Duration::from_secs(900));
+        assert_eq!(o.suites, ["ublk_zc"]);
+        assert_eq!(
+            o.passthrough,
+            [
+                "--test-threads=1",
+                "splice_errnos_read_request",
+                "splice_errnos_write_request"
+            ]
+        );
+    }
+
+    #[test]
+    fn libtest_options_pass_through() {
+        // Unknown options go to libtest (which refuses what it does not know).
+        let o = opts(&["--nocapture", "--test-threads=4", "-q", "--skip", "slow"]);
+        assert_eq!(
+            o.passthrough,
+            ["--nocapture", "--test-threads=4", "-q", "--skip", "slow"]
+        );
+        // After --, and after the first argument that is not ours, everything passes.
+        let o = opts(&["--label", "base", "--", "--label", "x"]);
+        assert_eq!(o.label.as_deref(), Some("base"));
+        assert_eq!(o.passthrough, ["--test-threads=1", "--label", "x"]);
+        let o = opts(&["filter", "--timeout", "5", "-h"]);
+        assert_eq!(o.timeout, Duration::from_secs(1200));
+        assert_eq!(
+            o.passthrough,
+            ["--test-threads=1", "filter", "--timeout", "5", "-h"]
+        );
+    }
+
+    #[test]
+    fn errors() {
+        let cases: &[(&[&str], ErrorKind, &str)] = &[
+            (
+                &["--label", "a b"],
+                ErrorKind::ValueValidation,
+                "invalid value 'a b' for '--label <NAME>': use letters, digits",
+            ),
+            (
+                &["--label="],
+                ErrorKind::ValueValidation,
+                "use letters, digits",
+            ),
+            (
+                &["--label"],
+                ErrorKind::InvalidValue,
+                "a value is required for '--label <NAME>'",
+            ),
+            (
+                &["--timeout", "soon"],
+                ErrorKind::ValueValidation,
+                "invalid value 'soon' for '--timeout <SECS>': not a number of seconds",
+            ),
+            (
+                &["--timeout", "-5"],
+                ErrorKind::ValueValidation,
+                "invalid value '-5' for '--timeout <SECS>': not a number of seconds",
+            ),
+            (
+                &["--suite"],
+                ErrorKind::InvalidValue,
+                "a value is required for '--suite <NAME>'",
+            ),
+            (
+                &["--results"],
+                ErrorKind::InvalidValue,
+                "a value is required for '--results <DIR>'",
+            ),
+            (
+                &["--tests"],
+                ErrorKind::InvalidValue,
+                "a value is required for '--tests <FILE>'",
+            ),
+        ];
+        for (args, kind, text) in cases {
+            let (k, msg) = err(args);
+            assert_eq!(k, *kind, "{args:?}: {msg}");
+            assert!(msg.contains(text), "{args:?}: {text:?} not in:\n{msg}");
+            assert_eq!(parse(args).unwrap_err().exit_code(), 2, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn help() {
+        for args in [&["--help"][..], &["-h"], &["--label", "x", "--help"]] {
+            let e = parse(args).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::DisplayHelp, "{args:?}");
+            assert_eq!(e.exit_code(), 0, "{args:?}");
+        }
+        let h = parse(&["--help"]).unwrap_err().render().to_string();
+        for want in [
+            "--label <NAME>",
+            "$UBLK_SUITE_LABEL",
+            "--results <DIR>",
+            "$VMRUN_RESULTS",
+            "--timeout <SECS>",
+            "[default: 1200]",
+            "--tests <FILE>",
+            "ublk-suite.tests",
+            "--suite <NAME>",
+            "[FILTER|LIBTEST-OPTION]...",
+            "--test-threads=1",
+        ] {
+            assert!(h.contains(want), "{want:?} not in:\n{h}");
         }
     }
 }
