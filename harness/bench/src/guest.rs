@@ -14,6 +14,7 @@ use criterion::{Criterion, SamplingMode, Throughput};
 use crate::engine::{run_workers, Pattern, Worker};
 use crate::stats::{user_hz, CpuTicks, KprobeCounter};
 
+#[derive(Debug)]
 pub struct Opts {
     pub smoke: bool,
     pub out: PathBuf,

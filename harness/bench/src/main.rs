@@ -10,76 +10,94 @@ mod stats;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
 
-const USAGE: &str = "usage:
-  ublk-bench run [--smoke] [--out DIR] [--measure-ms N] [--warmup-ms N] [--size-mib N]
-      in the guest, as root: the benchmark matrix; writes DIR/results.tsv and DIR/meta.txt
-      (DIR defaults to $VMRUN_RESULTS/bench)
-  ublk-bench report RESULTS_DIR [--vmrun-log FILE]
-      on the host: RESULTS_DIR/bench.md, RESULTS_DIR/bench.svg; prints `RATIO name value` lines";
+/// Benchmarks of ublk copy vs splice zero-copy mode against the kernel loop driver and
+/// the backing file (criterion). scripts/bench.sh runs `run` in the guest and `report`
+/// on the host.
+#[derive(Debug, Clone, PartialEq, Eq, Parser)]
+#[command(
+    name = "ublk-bench",
+    subcommand_required = true,
+    arg_required_else_help = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: CliCommand,
+}
 
-fn num(args: &mut impl Iterator<Item = String>, flag: &str) -> Result<u64> {
-    let v = args.next().ok_or_else(|| anyhow!("{flag} needs a value"))?;
-    v.parse()
-        .with_context(|| format!("{flag} {v}: not a number"))
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+enum CliCommand {
+    /// In the guest, as root: the benchmark matrix; writes DIR/results.tsv and
+    /// DIR/meta.txt.
+    Run(RunArgs),
+    /// On the host: RESULTS_DIR/bench.md and RESULTS_DIR/bench.svg from a run's results;
+    /// prints `RATIO name value` lines.
+    Report(ReportArgs),
+}
+
+/// Options of `ublk-bench run`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+struct RunArgs {
+    /// A quick pass (smaller device, shorter measurements) to check that it all works.
+    #[arg(long)]
+    smoke: bool,
+    /// Where to write results.tsv and meta.txt [default: $VMRUN_RESULTS/bench].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Measurement time of each benchmark, in ms [default: 900; with --smoke: 300].
+    #[arg(long = "measure-ms", value_name = "N")]
+    measure_ms: Option<u64>,
+    /// Warm-up time of each benchmark, in ms [default: 250; with --smoke: 100].
+    #[arg(long = "warmup-ms", value_name = "N")]
+    warmup_ms: Option<u64>,
+    /// Size of the backing file and devices, in MiB [default: 128; with --smoke: 32].
+    #[arg(long = "size-mib", value_name = "N")]
+    size_mib: Option<u64>,
+}
+
+/// Arguments of `ublk-bench report`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+struct ReportArgs {
+    /// The run's results: the DIR of `run --out DIR` (holding results.tsv).
+    #[arg(value_name = "RESULTS_DIR")]
+    dir: PathBuf,
+    /// The host's vmrun log of the run, for the report's metadata.
+    #[arg(long = "vmrun-log", value_name = "FILE")]
+    vmrun_log: Option<PathBuf>,
+}
+
+impl RunArgs {
+    /// The run's options; `vmrun_results` ($VMRUN_RESULTS) gives the default --out.
+    fn opts(&self, vmrun_results: Option<std::ffi::OsString>) -> Result<guest::Opts> {
+        let out = match (&self.out, vmrun_results) {
+            (Some(o), _) => o.clone(),
+            (None, Some(r)) => PathBuf::from(r).join("bench"),
+            (None, None) => bail!("no --out and VMRUN_RESULTS is not set"),
+        };
+        let smoke = self.smoke;
+        Ok(guest::Opts {
+            smoke,
+            out,
+            measure: Duration::from_millis(self.measure_ms.unwrap_or(if smoke {
+                300
+            } else {
+                900
+            })),
+            warmup: Duration::from_millis(self.warmup_ms.unwrap_or(if smoke { 100 } else { 250 })),
+            size_mib: self.size_mib.unwrap_or(if smoke { 32 } else { 128 }),
+        })
+    }
 }
 
 fn main() -> Result<()> {
-    let mut args = std::env::args().skip(1);
-    match args.next().as_deref() {
-        Some("run") => {
-            let mut smoke = false;
-            let mut out = None;
-            let (mut measure, mut warmup, mut size) = (None, None, None);
-            while let Some(a) = args.next() {
-                match a.as_str() {
-                    "--smoke" => smoke = true,
-                    "--out" => {
-                        out = Some(PathBuf::from(
-                            args.next().ok_or_else(|| anyhow!("--out needs a value"))?,
-                        ))
-                    }
-                    "--measure-ms" => measure = Some(num(&mut args, "--measure-ms")?),
-                    "--warmup-ms" => warmup = Some(num(&mut args, "--warmup-ms")?),
-                    "--size-mib" => size = Some(num(&mut args, "--size-mib")?),
-                    _ => bail!("unknown argument {a}\n{USAGE}"),
-                }
-            }
-            let out = match out {
-                Some(o) => o,
-                None => PathBuf::from(
-                    std::env::var("VMRUN_RESULTS")
-                        .context("no --out and VMRUN_RESULTS is not set")?,
-                )
-                .join("bench"),
-            };
-            let o = guest::Opts {
-                smoke,
-                out,
-                measure: Duration::from_millis(measure.unwrap_or(if smoke { 300 } else { 900 })),
-                warmup: Duration::from_millis(warmup.unwrap_or(if smoke { 100 } else { 250 })),
-                size_mib: size.unwrap_or(if smoke { 32 } else { 128 }),
-            };
-            guest::run_guest(&o)
-        }
-        Some("report") => {
-            let dir = PathBuf::from(
-                args.next()
-                    .ok_or_else(|| anyhow!("report needs RESULTS_DIR\n{USAGE}"))?,
-            );
-            let mut log = None;
-            while let Some(a) = args.next() {
-                match a.as_str() {
-                    "--vmrun-log" => {
-                        log = Some(PathBuf::from(
-                            args.next()
-                                .ok_or_else(|| anyhow!("--vmrun-log needs a value"))?,
-                        ))
-                    }
-                    _ => bail!("unknown argument {a}\n{USAGE}"),
-                }
-            }
+    match Cli::parse().command {
+        CliCommand::Run(r) => guest::run_guest(&r.opts(std::env::var_os("VMRUN_RESULTS"))?),
+        CliCommand::Report(ReportArgs {
+            dir,
+            vmrun_log: log,
+        }) => {
             let tsv_path = dir.join("results.tsv");
             let text = std::fs::read_to_string(&tsv_path)
                 .with_context(|| format!("read {}", tsv_path.display()))?;
@@ -103,10 +121,216 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
-        Some("-h" | "--help") => {
-            println!("{USAGE}");
-            Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::error::ErrorKind;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("ublk-bench").chain(args.iter().copied()))
+    }
+
+    fn run(args: &[&str]) -> RunArgs {
+        match parse(args).expect("parses").command {
+            CliCommand::Run(r) => r,
+            c => panic!("not a run: {c:?}"),
         }
-        _ => bail!("{USAGE}"),
+    }
+
+    fn err(args: &[&str]) -> (ErrorKind, String) {
+        let e = parse(args).expect_err("parsing should fail");
+        (e.kind(), text(&e))
+    }
+
+    /// What the user sees (without colors), with every run of white space as one space,
+    /// so that the terminal's width (help and errors are wrapped to it) does not matter.
+    fn text(e: &clap::Error) -> String {
+        e.render()
+            .to_string()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert()
+    }
+
+    #[test]
+    fn run_defaults() {
+        let o = run(&["run"]).opts(Some("/res".into())).expect("opts");
+        assert!(!o.smoke);
+        assert_eq!(o.out, PathBuf::from("/res/bench"));
+        assert_eq!(o.measure, Duration::from_millis(900));
+        assert_eq!(o.warmup, Duration::from_millis(250));
+        assert_eq!(o.size_mib, 128);
+        let o = run(&["run", "--smoke"])
+            .opts(Some("/res".into()))
+            .expect("opts");
+        assert!(o.smoke);
+        assert_eq!(o.measure, Duration::from_millis(300));
+        assert_eq!(o.warmup, Duration::from_millis(100));
+        assert_eq!(o.size_mib, 32);
+        let e = run(&["run"]).opts(None).unwrap_err();
+        assert!(format!("{e:#}").contains("no --out and VMRUN_RESULTS is not set"));
+    }
+
+    #[test]
+    fn run_every_option() {
+        let o = run(&[
+            "run",
+            "--smoke",
+            "--out",
+            "/o",
+            "--measure-ms",
+            "10",
+            "--warmup-ms=20",
+            "--size-mib",
+            "8",
+        ])
+        .opts(None)
+        .expect("opts");
+        assert!(o.smoke);
+        assert_eq!(o.out, PathBuf::from("/o"));
+        assert_eq!(o.measure, Duration::from_millis(10));
+        assert_eq!(o.warmup, Duration::from_millis(20));
+        assert_eq!(o.size_mib, 8);
+    }
+
+    #[test]
+    fn report() {
+        assert_eq!(
+            parse(&["report", "/r/results/bench", "--vmrun-log", "/r/vmrun.log"])
+                .expect("parses")
+                .command,
+            CliCommand::Report(ReportArgs {
+                dir: "/r/results/bench".into(),
+                vmrun_log: Some("/r/vmrun.log".into()),
+            })
+        );
+        assert_eq!(
+            parse(&["report", "--vmrun-log=/l", "/d"])
+                .expect("parses")
+                .command,
+            CliCommand::Report(ReportArgs {
+                dir: "/d".into(),
+                vmrun_log: Some("/l".into()),
+            })
+        );
+        assert_eq!(
+            parse(&["report", "/d"]).expect("parses").command,
+            CliCommand::Report(ReportArgs {
+                dir: "/d".into(),
+                vmrun_log: None,
+            })
+        );
+    }
+
+    #[test]
+    fn errors() {
+        let cases: &[(&[&str], ErrorKind, &str)] = &[
+            (
+                &["run", "--measure-ms", "x"],
+                ErrorKind::ValueValidation,
+                "invalid value 'x' for '--measure-ms <N>'",
+            ),
+            (
+                &["run", "--size-mib", "-1"],
+                ErrorKind::UnknownArgument,
+                "unexpected argument '-1'",
+            ),
+            (
+                &["run", "--warmup-ms"],
+                ErrorKind::InvalidValue,
+                "a value is required for '--warmup-ms <N>'",
+            ),
+            (
+                &["run", "--out"],
+                ErrorKind::InvalidValue,
+                "a value is required for '--out <DIR>'",
+            ),
+            (
+                &["run", "--smok"],
+                ErrorKind::UnknownArgument,
+                "similar argument exists: '--smoke'",
+            ),
+            (
+                &["run", "extra"],
+                ErrorKind::UnknownArgument,
+                "unexpected argument 'extra'",
+            ),
+            (
+                &["report"],
+                ErrorKind::MissingRequiredArgument,
+                "<RESULTS_DIR>",
+            ),
+            (
+                &["report", "/d", "--bogus"],
+                ErrorKind::UnknownArgument,
+                "unexpected argument '--bogus'",
+            ),
+            (
+                &["report", "/d", "/e"],
+                ErrorKind::UnknownArgument,
+                "unexpected argument '/e'",
+            ),
+            (
+                &["frob"],
+                ErrorKind::InvalidSubcommand,
+                "unrecognized subcommand 'frob'",
+            ),
+        ];
+        for (args, kind, text) in cases {
+            let (k, msg) = err(args);
+            assert_eq!(k, *kind, "{args:?}: {msg}");
+            assert!(msg.contains(text), "{args:?}: {text:?} not in:\n{msg}");
+            assert_eq!(parse(args).unwrap_err().exit_code(), 2, "{args:?}");
+        }
+        let e = parse(&[]).unwrap_err();
+        assert_eq!(
+            e.kind(),
+            ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        );
+        assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn help() {
+        for args in [
+            &["--help"][..],
+            &["-h"],
+            &["help"],
+            &["run", "-h"],
+            &["report", "--help"],
+        ] {
+            let e = parse(args).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::DisplayHelp, "{args:?}");
+            assert_eq!(e.exit_code(), 0, "{args:?}");
+        }
+        let h = parse(&["run", "--help"]).unwrap_err();
+        let h = text(&h);
+        for want in [
+            "--smoke",
+            "--out <DIR>",
+            "$VMRUN_RESULTS/bench",
+            "--measure-ms <N>",
+            "--warmup-ms <N>",
+            "--size-mib <N>",
+            "[default: 128; with --smoke: 32]",
+        ] {
+            assert!(h.contains(want), "{want:?} not in:\n{h}");
+        }
+        let h = parse(&["report", "--help"])
+            .unwrap_err()
+            .render()
+            .to_string();
+        for want in ["<RESULTS_DIR>", "--vmrun-log <FILE>", "RATIO"] {
+            assert!(h.contains(want), "{want:?} not in:\n{h}");
+        }
     }
 }
