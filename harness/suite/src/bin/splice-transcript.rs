@@ -8,9 +8,10 @@
 //! must be identical. Runs as root in the test VM (it mounts its filesystems).
 //!
 //! Usage: splice-transcript [--out FILE|-] (default: $VMRUN_RESULTS/splice-transcript.txt
-//! in the test VM, stdout elsewhere)
+//! in the test VM, stdout elsewhere); see --help.
 
 use anyhow::{bail, Context, Result};
+use clap::Parser;
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use std::fs::{File, OpenOptions};
@@ -766,19 +767,30 @@ fn run(out: Box<dyn Write>) -> Result<()> {
     Ok(())
 }
 
-const USAGE: &str = "usage: splice-transcript [--out FILE|-]
-  writes the transcript to FILE; - is stdout; the default is
-  $VMRUN_RESULTS/splice-transcript.txt in the test VM, stdout elsewhere";
+/// A fixed, deterministic run of splice(2), vmsplice(2), tee(2), sendfile(2) and
+/// copy_file_range(2) whose transcript must be the same on the base and the patched
+/// kernel. Runs as root in the test VM (it mounts its filesystems).
+#[derive(Debug, Clone, PartialEq, Eq, Parser)]
+#[command(name = "splice-transcript")]
+struct Cli {
+    /// Write the transcript to FILE; - is stdout [default:
+    /// $VMRUN_RESULTS/splice-transcript.txt in the test VM, stdout elsewhere].
+    #[arg(long, value_name = "FILE|-")]
+    out: Option<PathBuf>,
+}
 
-fn output(args: &[String]) -> Result<Box<dyn Write>> {
-    let path = match args {
-        [] => std::env::var_os("VMRUN_RESULTS")
+/// Where the transcript goes (None: stdout); `vmrun_results` is $VMRUN_RESULTS.
+fn out_path(out: Option<PathBuf>, vmrun_results: Option<std::ffi::OsString>) -> Option<PathBuf> {
+    match out {
+        Some(p) if p.as_os_str() == "-" => None,
+        Some(p) => Some(p),
+        None => vmrun_results
             .filter(|v| !v.is_empty())
             .map(|dir| PathBuf::from(dir).join("splice-transcript.txt")),
-        [o, p] if o == "--out" && p == "-" => None,
-        [o, p] if o == "--out" => Some(PathBuf::from(p)),
-        _ => bail!("{USAGE}"),
-    };
+    }
+}
+
+fn output(path: Option<PathBuf>) -> Result<Box<dyn Write>> {
     Ok(match path {
         None => Box::new(std::io::stdout()),
         Some(p) => {
@@ -790,16 +802,66 @@ fn output(args: &[String]) -> Result<Box<dyn Write>> {
 }
 
 fn main() -> std::process::ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if matches!(args.first().map(String::as_str), Some("-h" | "--help")) {
-        println!("{USAGE}");
-        return std::process::ExitCode::SUCCESS;
-    }
-    match output(&args).and_then(run) {
+    // Usage errors exit 2, --help 0.
+    let cli = Cli::parse();
+    match output(out_path(cli.out, std::env::var_os("VMRUN_RESULTS"))).and_then(run) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("splice-transcript: error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::error::ErrorKind;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("splice-transcript").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert()
+    }
+
+    #[test]
+    fn out() {
+        let vm = || Some(std::ffi::OsString::from("/res"));
+        let o = parse(&[]).expect("parses").out;
+        assert_eq!(o, None);
+        assert_eq!(
+            out_path(o.clone(), vm()),
+            Some(PathBuf::from("/res/splice-transcript.txt"))
+        );
+        assert_eq!(out_path(o.clone(), None), None, "stdout outside the VM");
+        assert_eq!(out_path(o, Some("".into())), None);
+        let o = parse(&["--out", "-"]).expect("parses").out;
+        assert_eq!(out_path(o, vm()), None, "- is stdout");
+        let o = parse(&["--out", "/t.txt"]).expect("parses").out;
+        assert_eq!(out_path(o, vm()), Some(PathBuf::from("/t.txt")));
+        let o = parse(&["--out=/u.txt"]).expect("parses").out;
+        assert_eq!(o, Some(PathBuf::from("/u.txt")));
+    }
+
+    #[test]
+    fn errors_and_help() {
+        for (args, kind) in [
+            (&["--out"][..], ErrorKind::InvalidValue),
+            (&["--bogus"], ErrorKind::UnknownArgument),
+            (&["file"], ErrorKind::UnknownArgument),
+            (&["--out", "a", "--out", "b"], ErrorKind::ArgumentConflict),
+        ] {
+            let e = parse(args).unwrap_err();
+            assert_eq!(e.kind(), kind, "{args:?}");
+            assert_eq!(e.exit_code(), 2, "{args:?}");
+        }
+        let e = parse(&["--help"]).unwrap_err();
+        assert_eq!((e.kind(), e.exit_code()), (ErrorKind::DisplayHelp, 0));
+        let h = e.render().to_string();
+        assert!(h.contains("--out <FILE|->"), "{h}");
     }
 }

@@ -2,22 +2,36 @@
 //! `suite-control TAP-FILE PATTERNS-FILE` prints `ok - ...` / `not ok - ...` lines and exits
 //! non-zero if the outcome is not the expected one (see ublk_suite::control).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
+use clap::Parser;
 use ublk_suite::control;
 
+/// Judges the suite's run on the base kernel (the control run): prints `ok - ...` /
+/// `not ok - ...` lines and fails if the outcome is not the expected one.
+#[derive(Debug, Clone, PartialEq, Eq, Parser)]
+#[command(name = "suite-control")]
+struct Cli {
+    /// The run's TAP report (suite-base.tap).
+    #[arg(value_name = "TAP-FILE")]
+    tap: PathBuf,
+    /// What must fail on the base kernel (harness/suite/needs-series.txt).
+    #[arg(value_name = "PATTERNS-FILE")]
+    patterns: PathBuf,
+}
+
 fn main() -> Result<ExitCode> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let [tap, patterns] = args.as_slice() else {
-        bail!("usage: suite-control TAP-FILE PATTERNS-FILE");
-    };
-    let tap_text = std::fs::read_to_string(tap).with_context(|| format!("reading {tap}"))?;
-    let pat_text =
-        std::fs::read_to_string(patterns).with_context(|| format!("reading {patterns}"))?;
+    // Usage errors exit 2, --help 0.
+    let Cli { tap, patterns } = Cli::parse();
+    let tap_text =
+        std::fs::read_to_string(&tap).with_context(|| format!("reading {}", tap.display()))?;
+    let pat_text = std::fs::read_to_string(&patterns)
+        .with_context(|| format!("reading {}", patterns.display()))?;
     let results = control::parse_tap(&tap_text);
     if results.is_empty() {
-        bail!("{tap} holds no test results");
+        bail!("{} holds no test results", tap.display());
     }
     let mut failed = 0;
     for (line, ok) in control::judge(&results, &control::parse_patterns(&pat_text)) {
@@ -33,4 +47,43 @@ fn main() -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::error::ErrorKind;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("suite-control").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert()
+    }
+
+    #[test]
+    fn two_files() {
+        assert_eq!(
+            parse(&["r/suite-base.tap", "needs-series.txt"]).expect("parses"),
+            Cli {
+                tap: "r/suite-base.tap".into(),
+                patterns: "needs-series.txt".into()
+            }
+        );
+        for (args, kind) in [
+            (&[][..], ErrorKind::MissingRequiredArgument),
+            (&["a.tap"], ErrorKind::MissingRequiredArgument),
+            (&["a.tap", "p", "extra"], ErrorKind::UnknownArgument),
+            (&["--bogus", "a.tap", "p"], ErrorKind::UnknownArgument),
+        ] {
+            let e = parse(args).unwrap_err();
+            assert_eq!(e.kind(), kind, "{args:?}");
+            assert_eq!(e.exit_code(), 2, "{args:?}");
+        }
+        let e = parse(&["-h"]).unwrap_err();
+        assert_eq!((e.kind(), e.exit_code()), (ErrorKind::DisplayHelp, 0));
+    }
 }
