@@ -223,11 +223,13 @@ series_patches() {
 	done <"$dir/series"
 }
 
-# A hash of everything that decides the patched tree: the base commit and the patches.
-# It keys the patched tree in the cache (refs/revs/HASH in the base repository).
+# A hash of everything that decides the patched tree: the base's content and the patches.
+# It keys the patched tree in the cache (refs/revs/HASH in the base repository). The base
+# enters as its tree, not its commit, so that the same series on the same Debian version
+# has the same hash on every machine (the base commit carries the time it was made).
 series_hash() {
 	{
-		zgit -C "$ZC_SRC" rev-parse base
+		zgit -C "$ZC_SRC" rev-parse 'base^{tree}'
 		series_patches | while read -r p; do sha256sum <"$p"; done
 	} | sha256sum | cut -c1-16
 }
