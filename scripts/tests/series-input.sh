@@ -2,7 +2,7 @@
 # Host tests of the revision inputs (lib.sh, kernel-tree.sh): a quilt directory, an mbox
 # with a cover letter, an mbox with folded subjects, a --tree/--range, a range with a merge
 # (refused), a revision that does not apply (fails naming the patch), switching revisions
-# and back (cached), the cache key of patches/ (unchanged), and a base that moved on
+# and back (cached), the cache key of patches/ (the same on every machine), and a base that moved on
 # (imported over the old one). It uses throwaway git repos
 # with a tiny fake "kernel" as KERNEL_SRC and its own cache; it builds nothing and runs in
 # seconds. Prints TAP ("ok - "/"not ok - ") and ends with "N passed, N failed".
@@ -133,14 +133,27 @@ check "an mbox message without a diff (not 0/N) is refused" \
 	sh -c '! ZC_SERIES_SRC="$1" "$0" 2>&1 | grep -q x; ZC_SERIES_SRC="$1" "$0" 2>&1 | grep -q "has no diff and is not a cover letter"' \
 	"$top/scripts/kernel-tree.sh" "$work/nodiff.mbox"
 
-# 8. The cache key of patches/ is what it was (base commit + sha256 of each patch file), so
-#    caches made before this change stay valid.
-old_key=$({
-	git -C "$UBLK_ZC_CACHE/src/base" rev-parse base
+# 8. The cache key of patches/ is the base tree and the sha256 of each patch file. It does
+#    not depend on the base commit, which carries the time it was made: the same series on
+#    the same base has the same hash on every machine (here: a second cache whose base
+#    commit has the same tree and another date).
+key_of() { # the series hash of patches/ in $UBLK_ZC_CACHE
+	bash -c ". '$top/scripts/lib.sh'; series_resolve; series_hash" 2>/dev/null
+}
+want_key=$({
+	git -C "$UBLK_ZC_CACHE/src/base" rev-parse 'base^{tree}'
 	while read -r p; do sha256sum <"$top/patches/$p"; done < <(grep -v '^#' "$top/patches/series" | sed '/^$/d')
 } | sha256sum | cut -c1-16)
-new_key=$(bash -c ". '$top/scripts/lib.sh'; series_resolve; series_hash")
-check "the key of patches/ is unchanged ($old_key)" test "$old_key" = "$new_key"
+check "the key of patches/ is the base tree and the patch files ($want_key)" test "$want_key" = "$(key_of)"
+other=$work/other-cache
+mkdir -p "$other/src"
+git clone -q --bare "$UBLK_ZC_CACHE/src/base" "$other/src/base"
+other_base=$(GIT_COMMITTER_DATE='2001-01-01T00:00:00Z' GIT_AUTHOR_DATE='2001-01-01T00:00:00Z' \
+	g -C "$other/src/base" commit-tree 'base^{tree}' -m "base: the same tree, made at another time")
+git -C "$other/src/base" update-ref "$(git -C "$other/src/base" rev-parse --symbolic-full-name base)" "$other_base"
+check "another base commit with the same tree gives the same key" \
+	sh -c 'test "$(git -C "$1" rev-parse base)" != "$(git -C "$2" rev-parse base)" && test "$(UBLK_ZC_CACHE="$3" bash -c "$4")" = "$5"' \
+	"$UBLK_ZC_CACHE/src/base" "$other/src/base" "$other" ". '$top/scripts/lib.sh'; series_resolve; series_hash" "$want_key"
 check "patches/ is branch series" test "$(bash -c ". '$top/scripts/lib.sh'; series_resolve; series_branch")" = series
 
 # 9. A base that moved on (another KERNEL_SRC here; a new Debian upload works the same way)
