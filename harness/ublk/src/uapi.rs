@@ -1,7 +1,9 @@
 //! The ublk user ABI of Linux 6.1 (`include/uapi/linux/ublk_cmd.h`) plus the
-//! additions of the splice zero-copy series, version 2 (`docs/` and the cover letter):
-//! `UBLK_F_SPLICE_ZC` (bit 63) and the splice position encoding (`UBLK_SPLICE_*`,
-//! [`ublk_splice_pos`]).  Every UAPI constant of the harness lives here.
+//! additions of the splice zero-copy series, version 3 (`docs/contract.md` and the cover
+//! letter): `UBLK_F_SPLICE_ZC` (bit 63), the splice position encoding (`UBLK_SPLICE_*`,
+//! [`ublk_splice_pos`]) and the io_uring splice flags `SPLICE_F_DIRECT` and
+//! `SPLICE_F_READ_TO_READ` (`include/uapi/linux/io_uring.h`).  Every UAPI constant of the
+//! harness lives here.
 //!
 //! Every constant keeps the kernel's name so it can be compared one to one
 //! with the header that the patched kernel installs.  Structures are
@@ -143,12 +145,15 @@ pub const UBLK_PARAM_TYPE_DISCARD: u32 = 1 << 1;
 // ---------------------------------------------------------------------------
 // Splice zero copy (patches 1/4, 3/4 and 4/4).
 // ---------------------------------------------------------------------------
-/// Kernel-internal splice flag: the pipe is the task's internal pipe
-/// (`do_splice_direct()`); accepted by IORING_OP_SPLICE only.
-pub const SPLICE_F_DIRECT: u32 = 0x10;
-/// Kernel-internal splice flag: both sides are `->splice_read()`; the second
-/// one reads into the pages the first one produced.  Only with SPLICE_F_DIRECT.
-pub const SPLICE_F_READ_TO_READ: u32 = 0x20;
+/// io_uring splice flag (`include/uapi/linux/io_uring.h`, series v3; v2 had 0x10 in
+/// the kernel-internal splice.h): a file to file splice at the explicit positions
+/// `splice_off_in` and `off`.  Accepted by IORING_OP_SPLICE only; splice(2), tee(2),
+/// vmsplice(2) and IORING_OP_TEE refuse it.
+pub const SPLICE_F_DIRECT: u32 = 1 << 30;
+/// io_uring splice flag (same header; v2: 0x20): with SPLICE_F_DIRECT, from a source
+/// that lends its pages (/dev/ublkcN), the destination is read into them.  From any
+/// other source it is EINVAL.
+pub const SPLICE_F_READ_TO_READ: u32 = 1 << 29;
 
 /// Bits of the tag in a splice position (queue depth at most 4096).
 pub const UBLK_SPLICE_TAG_BITS: u32 = 12;
@@ -159,19 +164,26 @@ pub const UBLK_SPLICE_QID_OFF: u32 = 42;
 /// Largest request (bytes) one splice window can describe: 1 GiB.  The driver caps
 /// max_io_buf_bytes to it in UBLK_F_SPLICE_ZC mode.
 pub const UBLK_SPLICE_BUF_MAX_SIZE: u64 = 1 << UBLK_SPLICE_BUF_BITS;
+/// What [`ublk_splice_pos`] gives for a tag or an offset out of its field's range: all
+/// ones, which is -1 as a `loff_t`, so that a direct splice refuses it with EINVAL.
+pub const UBLK_SPLICE_POS_INVALID: u64 = !0;
 
 const SPLICE_TAG_MASK: u64 = (1 << UBLK_SPLICE_TAG_BITS) - 1;
 const SPLICE_OFF_MASK: u64 = (1 << UBLK_SPLICE_BUF_BITS) - 1;
 
 /// Splice position on /dev/ublkcN for (q_id, tag) at `offset` bytes into the request:
 /// `(q_id << 42) | (tag << 30) | offset`, as the kernel header's `ublk_splice_pos()`
-/// builds it: the tag is masked to 12 bits and the offset to 30, so an offset never
-/// carries into the tag nor a tag into q_id.  A position is a valid `loff_t` for every
-/// q_id.  Use [`try_ublk_splice_pos`] to have out-of-range fields refused instead.
+/// builds it.  A tag of 4096 or more, or an offset of 1 GiB or more, gives
+/// [`UBLK_SPLICE_POS_INVALID`] (series v3; v2 masked the fields), never a position in
+/// another request's window.  A valid position is a valid `loff_t` for every q_id.  Use
+/// [`try_ublk_splice_pos`] to have out-of-range fields refused with a reason instead.
 pub const fn ublk_splice_pos(q_id: u16, tag: u16, offset: u32) -> u64 {
+    if tag as u64 > SPLICE_TAG_MASK || offset as u64 > SPLICE_OFF_MASK {
+        return UBLK_SPLICE_POS_INVALID;
+    }
     ((q_id as u64) << UBLK_SPLICE_QID_OFF)
-        | (((tag as u64) & SPLICE_TAG_MASK) << UBLK_SPLICE_BUF_BITS)
-        | ((offset as u64) & SPLICE_OFF_MASK)
+        | ((tag as u64) << UBLK_SPLICE_BUF_BITS)
+        | (offset as u64)
 }
 
 /// Why a splice position cannot be built.
@@ -202,7 +214,7 @@ impl std::fmt::Display for SplicePosError {
 impl std::error::Error for SplicePosError {}
 
 /// Checked [`ublk_splice_pos`]: refuses a tag beyond UBLK_SPLICE_TAG_BITS and an offset
-/// of 1 GiB or more (which would carry into the tag field).
+/// of 1 GiB or more (for which the unchecked one gives [`UBLK_SPLICE_POS_INVALID`]).
 pub fn try_ublk_splice_pos(q_id: u16, tag: u16, offset: u64) -> Result<u64, SplicePosError> {
     try_ublk_splice_range(q_id, tag, offset, 0)
 }
@@ -503,8 +515,10 @@ mod tests {
         assert_eq!(UBLK_F_SPLICE_ZC, 0x8000_0000_0000_0000);
         assert_eq!(UBLK_F_BIT5_UNPRIVILEGED_DEV, 0x20);
         assert_eq!(UBLK_F_SPLICE_ZC & UBLK_F_BIT5_UNPRIVILEGED_DEV, 0);
-        assert_eq!(SPLICE_F_DIRECT, 0x10);
-        assert_eq!(SPLICE_F_READ_TO_READ, 0x20);
+        assert_eq!(SPLICE_F_DIRECT, 0x4000_0000);
+        assert_eq!(SPLICE_F_READ_TO_READ, 0x2000_0000);
+        assert_eq!(UBLK_SPLICE_POS_INVALID, u64::MAX);
+        assert_eq!(UBLK_SPLICE_POS_INVALID as i64, -1);
         assert_eq!(UBLK_SPLICE_TAG_BITS, 12);
         assert_eq!(UBLK_SPLICE_BUF_BITS, 30);
         assert_eq!(UBLK_SPLICE_QID_OFF, 42);
@@ -514,9 +528,10 @@ mod tests {
             UBLK_SPLICE_QID_OFF,
             UBLK_SPLICE_BUF_BITS + UBLK_SPLICE_TAG_BITS
         );
-        // The internal splice flags must not collide with the public ones
-        // (MOVE 1, NONBLOCK 2, MORE 4, GIFT 8).
+        // The io_uring splice flags must not collide with splice(2)'s (MOVE 1, NONBLOCK 2,
+        // MORE 4, GIFT 8) nor with SPLICE_F_FD_IN_FIXED (1 << 31).
         assert_eq!((SPLICE_F_DIRECT | SPLICE_F_READ_TO_READ) & 0xf, 0);
+        assert_eq!((SPLICE_F_DIRECT | SPLICE_F_READ_TO_READ) & (1 << 31), 0);
         assert_eq!(SPLICE_F_DIRECT & SPLICE_F_READ_TO_READ, 0);
     }
 
@@ -550,21 +565,31 @@ mod tests {
     }
 
     #[test]
-    fn pos_never_carries() {
-        // v1 added the offset to the tag field: an offset of 1 GiB became tag + 1.
-        // The v2 encoding masks each field: nothing spills into its neighbour.
-        assert_eq!(ublk_splice_pos(0, 0, 1 << 30), 0);
-        assert_eq!(
-            ublk_splice_pos(0, 7, u32::MAX),
-            ublk_splice_pos(0, 7, (1 << 30) - 1)
+    fn pos_out_of_range_is_invalid() {
+        // v1 added the offset to the tag field (an offset of 1 GiB became tag + 1), v2
+        // masked each field (an offset of 1 GiB became offset 0 of the same tag); v3 gives
+        // UBLK_SPLICE_POS_INVALID, which no request's window holds and which a direct
+        // splice refuses as the position -1.
+        for (q, tag, off) in [
+            (0u16, 0u16, 1u32 << 30),
+            (0, 7, u32::MAX),
+            (0, 4096, 0),
+            (3, u16::MAX, 0),
+            (u16::MAX, 4096, 1 << 30),
+        ] {
+            assert_eq!(
+                ublk_splice_pos(q, tag, off),
+                UBLK_SPLICE_POS_INVALID,
+                "ublk_splice_pos({q}, {tag}, {off})"
+            );
+            assert!(try_ublk_splice_pos(q, tag, u64::from(off)).is_err());
+        }
+        // the last valid values of each field are still positions
+        assert_ne!(
+            ublk_splice_pos(u16::MAX, 4095, (1 << 30) - 1),
+            UBLK_SPLICE_POS_INVALID
         );
-        assert_eq!(ublk_splice_pos_to_tag(ublk_splice_pos(0, 7, u32::MAX)), 7);
-        assert_eq!(ublk_splice_pos(0, 4096, 0), 0);
-        assert_eq!(ublk_splice_pos_to_qid(ublk_splice_pos(3, u16::MAX, 0)), 3);
-        assert_eq!(
-            ublk_splice_pos_to_tag(ublk_splice_pos(3, u16::MAX, 0)),
-            4095
-        );
+        assert!(ublk_splice_pos(u16::MAX, 4095, (1 << 30) - 1) <= i64::MAX as u64);
     }
 
     #[test]
@@ -603,7 +628,8 @@ mod tests {
     #[test]
     fn pos_split_of_foreign_values() {
         // Positions a caller did not build with ublk_splice_pos still split into fields
-        // the driver range-checks.
+        // the driver range-checks; UBLK_SPLICE_POS_INVALID names a q_id no device has.
+        assert_eq!(u64::MAX, UBLK_SPLICE_POS_INVALID);
         assert_eq!(ublk_splice_pos_to_qid(u64::MAX), (1 << 22) - 1);
         assert_eq!(ublk_splice_pos_to_tag(u64::MAX), 4095);
         assert_eq!(ublk_splice_pos_to_off(u64::MAX), (1 << 30) - 1);

@@ -2,11 +2,12 @@
 //! header that the patched kernel installs (`make headers_install`, see
 //! scripts/uapi-headers.sh): a C program built against that header prints the values, the
 //! sizes and the `offsetof` of every field, and each is compared with the Rust side
-//! (`size_of`, `offset_of!`).  SPLICE_F_* are kernel-internal, so they are read from the
-//! patched tree's splice.h.
+//! (`size_of`, `offset_of!`).  The io_uring splice flags of the series (SPLICE_F_DIRECT,
+//! SPLICE_F_READ_TO_READ: UAPI since v3) are read from the installed `<linux/io_uring.h>`
+//! the same way; a header without them fails the test, naming the missing flag.
 //!
-//! Needs UBLK_UAPI_INCLUDE (the installed include dir) and UBLK_KERNEL_SRC (the patched
-//! tree); without them the tests fail and say so.
+//! Needs UBLK_UAPI_INCLUDE (the installed include dir); without it the tests fail and say
+//! so.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -33,13 +34,21 @@ const POS_SAMPLES: &[(u16, u16, u32)] = &[
     (65535, 4095, (1 << 30) - 1),
 ];
 
-/// Tags and offsets out of their fields' range: (q_id, tag, offset).
-const MASK_SAMPLES: &[(u16, u16, u32)] = &[
+/// Tags and offsets out of their fields' range: (q_id, tag, offset).  The header gives
+/// UBLK_SPLICE_POS_INVALID for each (series v3; v2 masked the fields).
+const INVALID_SAMPLES: &[(u16, u16, u32)] = &[
     (0, 4096, 0),
     (0, 65535, 0),
     (0, 7, 1 << 30),
     (3, 7, u32::MAX),
+    (65535, 4096, 1 << 30),
 ];
+
+/// The io_uring splice flags of the series, in `<linux/io_uring.h>`.
+const IO_URING_FLAGS: &[&str] = &["SPLICE_F_DIRECT", "SPLICE_F_READ_TO_READ"];
+
+/// What the value printer says for a name the header does not define.
+const MISSING: &str = "missing";
 
 type Layout = (&'static str, usize, Vec<(&'static str, usize)>);
 
@@ -67,18 +76,34 @@ fn layouts() -> Vec<Layout> {
     ]
 }
 
-/// Builds and runs a C program against the installed header; returns NAME -> value.
-fn header_values() -> Result<HashMap<String, u64>> {
+/// The values the installed headers give: NAME -> value, or the names they lack.
+struct HeaderValues {
+    values: HashMap<String, u64>,
+    missing: Vec<String>,
+    include: PathBuf,
+}
+
+/// Builds and runs a C program against the installed headers.
+fn header_values() -> Result<HeaderValues> {
     let include = env_path("UBLK_UAPI_INCLUDE")?;
-    let header = include.join("linux/ublk_cmd.h");
-    if !header.is_file() {
-        bail!("{} does not exist", header.display());
+    for h in ["linux/ublk_cmd.h", "linux/io_uring.h"] {
+        let header = include.join(h);
+        if !header.is_file() {
+            bail!("{} does not exist", header.display());
+        }
     }
+    let header = include.join("linux/ublk_cmd.h");
     let mut c = String::from(
         "#include <stdio.h>\n#include <stddef.h>\n#include <linux/ublk_cmd.h>\n\
+         #include <linux/io_uring.h>\n\
          #define P(n, x) printf(\"%s %llu\\n\", n, (unsigned long long)(x))\n\
          int main(void)\n{\n",
     );
+    for name in IO_URING_FLAGS {
+        c.push_str(&format!(
+            "#ifdef {name}\n\tP(\"{name}\", {name});\n#else\n\tprintf(\"%s {MISSING}\\n\", \"{name}\");\n#endif\n"
+        ));
+    }
     for name in [
         "UBLK_F_SPLICE_ZC",
         "UBLK_F_SUPPORT_ZERO_COPY",
@@ -90,6 +115,7 @@ fn header_values() -> Result<HashMap<String, u64>> {
         "UBLK_SPLICE_BUF_BITS",
         "UBLK_SPLICE_QID_OFF",
         "UBLK_SPLICE_BUF_MAX_SIZE",
+        "UBLK_SPLICE_POS_INVALID",
         "UBLK_MAX_QUEUE_DEPTH",
         "UBLK_CMD_ADD_DEV",
         "UBLK_CMD_DEL_DEV",
@@ -119,10 +145,11 @@ fn header_values() -> Result<HashMap<String, u64>> {
              \tP(\"off{i}\", ublk_splice_pos_to_off(ublk_splice_pos({q}, {t}, {o}u)));\n"
         ));
     }
-    // Out-of-range fields: the header masks them, as ublk_splice_pos() does.
-    for (i, (q, t, o)) in MASK_SAMPLES.iter().enumerate() {
+    // Out-of-range fields: the header gives UBLK_SPLICE_POS_INVALID, as ublk_splice_pos()
+    // does.
+    for (i, (q, t, o)) in INVALID_SAMPLES.iter().enumerate() {
         c.push_str(&format!(
-            "\tP(\"mask{i}\", ublk_splice_pos({q}, {t}, {o}u));\n"
+            "\tP(\"invalid{i}\", ublk_splice_pos({q}, {t}, {o}u));\n"
         ));
     }
     c.push_str("\treturn 0;\n}\n");
@@ -159,17 +186,34 @@ fn header_values() -> Result<HashMap<String, u64>> {
         .output()
         .context("running the value printer")?;
     let _ = std::fs::remove_dir_all(&dir);
+    if !out.status.success() {
+        bail!("the value printer failed: {}", out.status);
+    }
     let text = String::from_utf8(out.stdout).context("value printer output")?;
     let mut values = HashMap::new();
+    let mut missing = Vec::new();
     for line in text.lines() {
-        let (name, value) = line.rsplit_once(' ').context("malformed printer line")?;
-        values.insert(name.to_string(), value.parse().context("printer value")?);
+        let (name, value) = line
+            .rsplit_once(' ')
+            .with_context(|| format!("malformed printer line {line:?}"))?;
+        if value == MISSING {
+            missing.push(name.to_string());
+            continue;
+        }
+        let value = value
+            .parse()
+            .with_context(|| format!("printer value of {name}: {value:?}"))?;
+        values.insert(name.to_string(), value);
     }
-    Ok(values)
+    Ok(HeaderValues {
+        values,
+        missing,
+        include,
+    })
 }
 
-fn get(values: &HashMap<String, u64>, name: &str) -> u64 {
-    *values
+fn get(v: &HeaderValues, name: &str) -> u64 {
+    *v.values
         .get(name)
         .unwrap_or_else(|| panic!("{name} missing from the header's values"))
 }
@@ -200,6 +244,7 @@ fn flags_and_bits_match_installed_header() -> Result<()> {
         ),
         ("UBLK_SPLICE_QID_OFF", u64::from(uapi::UBLK_SPLICE_QID_OFF)),
         ("UBLK_SPLICE_BUF_MAX_SIZE", uapi::UBLK_SPLICE_BUF_MAX_SIZE),
+        ("UBLK_SPLICE_POS_INVALID", uapi::UBLK_SPLICE_POS_INVALID),
         (
             "UBLK_MAX_QUEUE_DEPTH",
             u64::from(uapi::UBLK_MAX_QUEUE_DEPTH),
@@ -275,39 +320,42 @@ fn position_encoding_matches_installed_header() -> Result<()> {
             "offset of {pos:#x}"
         );
     }
-    for (i, &(q, t, o)) in MASK_SAMPLES.iter().enumerate() {
+    for (i, &(q, t, o)) in INVALID_SAMPLES.iter().enumerate() {
+        let header = get(&v, &format!("invalid{i}"));
         assert_eq!(
-            get(&v, &format!("mask{i}")),
+            header,
+            uapi::UBLK_SPLICE_POS_INVALID,
+            "the header's ublk_splice_pos({q}, {t}, {o}) must be UBLK_SPLICE_POS_INVALID"
+        );
+        assert_eq!(
             uapi::ublk_splice_pos(q, t, o),
-            "ublk_splice_pos({q}, {t}, {o}) must mask the tag and the offset"
+            header,
+            "ublk_splice_pos({q}, {t}, {o}): harness and header"
         );
     }
     Ok(())
 }
 
-/// `#define NAME (0x..)` in the patched tree's include/linux/splice.h.
-fn splice_h_value(name: &str) -> Result<u32> {
-    let path = env_path("UBLK_KERNEL_SRC")?.join("include/linux/splice.h");
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    for line in text.lines() {
-        let mut words = line.split_whitespace();
-        if words.next() == Some("#define") && words.next() == Some(name) {
-            let raw: String = words.collect::<String>();
-            let hex = raw.trim_matches(|c| c == '(' || c == ')');
-            let hex = hex.strip_prefix("0x").context("not a hex value")?;
-            return u32::from_str_radix(hex, 16).with_context(|| format!("{name} = {raw}"));
-        }
-    }
-    bail!("{name} is not defined in {}", path.display())
-}
-
+/// SPLICE_F_DIRECT and SPLICE_F_READ_TO_READ as the installed `<linux/io_uring.h>` defines
+/// them (series v3 moved them there from the kernel-internal splice.h, at new values).
 #[test]
-fn splice_flags_match_patched_tree() -> Result<()> {
-    assert_eq!(splice_h_value("SPLICE_F_DIRECT")?, uapi::SPLICE_F_DIRECT);
-    assert_eq!(
-        splice_h_value("SPLICE_F_READ_TO_READ")?,
-        uapi::SPLICE_F_READ_TO_READ
-    );
+fn splice_flags_match_installed_io_uring_header() -> Result<()> {
+    let v = header_values()?;
+    if !v.missing.is_empty() {
+        bail!(
+            "{} does not define {}: the series' io_uring splice flags must be UAPI (v3); was the \
+             header installed from a tree without the series?",
+            v.include.join("linux/io_uring.h").display(),
+            v.missing.join(" and ")
+        );
+    }
+    let ours = [uapi::SPLICE_F_DIRECT, uapi::SPLICE_F_READ_TO_READ];
+    let mismatches: Vec<String> = IO_URING_FLAGS
+        .iter()
+        .zip(ours)
+        .filter(|(name, ours)| get(&v, name) != u64::from(*ours))
+        .map(|(name, ours)| format!("{name}: header {:#x}, harness {ours:#x}", get(&v, name)))
+        .collect();
+    assert!(mismatches.is_empty(), "mismatches: {mismatches:?}");
     Ok(())
 }
