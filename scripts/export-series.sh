@@ -10,7 +10,7 @@ branch=${1:-series}
 cover=$ZC_TOP/patches/0000-cover-letter.patch
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-zgit -C "$ZC_SRC" format-patch -q -n --cover-letter --subject-prefix="PATCH ${ZC_REROLL:-v2}" -o "$tmp" "base..$branch"
+zgit -C "$ZC_SRC" format-patch -q -n --cover-letter --subject-prefix="PATCH ${ZC_REROLL:-v3}" -o "$tmp" "base..$branch"
 if [ -f "$cover" ]; then
 	# Subject and body of the old letter replace git's placeholders.
 	python3 - "$cover" "$tmp/0000-cover-letter.patch" <<'PY'
