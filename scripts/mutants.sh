@@ -14,7 +14,11 @@
 #   # check: debug ARGS...   ublk-suite --label debug ARGS, on the mutant debug kernel
 #   # check: transcript      splice-transcript: must differ from the unmutated series' (which
 #                            the gate's transcript step shows equal to the base kernel's)
+#   # check: uapi            cargo test -p ublk --test uapi_header against the mutant tree's
+#                            UAPI headers (make headers_install): for a mutant of a header
+#                            that no kernel code uses; nothing is built but the headers
 #   # timeout: SECS          per test executable (default 240); the VM gets 90 s more
+#   # new in v3: WHAT        (any other "# ..." line) a comment: what the mutant puts back
 #   # known-survivor: WHY    listed with its reason, not run by --all or the sample: no
 #                            userspace test can catch it (run it by name to check that)
 # The mutants are built in a worktree of the kernel cache ($ZC_CACHE/src/mutant, detached
@@ -137,10 +141,24 @@ suite_fp=$({
 	xargs sha256sum <"$ZC_TOP/target/release/ublk-suite.tests"
 } | sha256sum | cut -c1-16)
 
-frags_fp() { for f in $(kernel_frags "$1"); do sha256sum <"$ZC_TOP/kernel-config/$f"; done | sha256sum | cut -c1-16; }
+frags_fp() {
+	[ "$1" != uapi ] || { echo headers; return; }
+	for f in $(kernel_frags "$1"); do sha256sum <"$ZC_TOP/kernel-config/$f"; done | sha256sum | cut -c1-16
+}
+# The flavor a check's kind runs on: the kernel it boots, or uapi (installed headers only).
+kind_flavor() {
+	case $1 in
+	debug) echo debug ;;
+	uapi) echo uapi ;;
+	*) echo patched ;;
+	esac
+}
+# The uapi check's own inputs: the test and the harness's side of the ABI.
+uapi_fp=$(cat "$ZC_TOP/harness/ublk/tests/uapi_header.rs" "$ZC_TOP/harness/ublk/src/uapi.rs" | sha256sum | cut -c1-16)
 
 # image FLAVOR MUTANT|-: builds (or finds cached) the kernel of the series plus the mutant;
-# prints the image's path. On a build failure prints nothing and returns 1.
+# prints the image's path (for the flavor uapi: the include directory that make
+# headers_install fills). On a build failure prints nothing and returns 1.
 image() {
 	local flavor=$1 m=$2 key out img log s patch=
 	[ "$m" = - ] || patch=$mdir/$m.patch
@@ -150,13 +168,15 @@ image() {
 		[ -z "$patch" ] || sha256sum <"$patch"
 	} | sha256sum | cut -c1-16)
 	img=$cache/images/$flavor-$key.bzImage
-	if [ -f "$img" ]; then
+	[ "$flavor" != uapi ] || img=$cache/images/uapi-$key/include
+	if [ -f "$img" ] || [ -f "$img/linux/ublk_cmd.h" ]; then
 		printf '%s\n' "$img"
 		return 0
 	fi
 	case $flavor in
 	patched) out=$wt/out-mutant ;;
 	debug) out=$wt/out-mutant-debug ;;
+	uapi) out=$wt/out-mutant-headers ;;
 	esac
 	# The series as committed (only the files the last mutant changed are rewritten), then
 	# the mutant.
@@ -164,6 +184,20 @@ image() {
 	if [ -n "$patch" ] && ! zgit -C "$wt" apply "$patch" >&2; then
 		warn "mutant $m does not apply on the series $hash"
 		return 2
+	fi
+	if [ "$flavor" = uapi ]; then
+		s=${img%/include}
+		rm -rf "$s.tmp"
+		say "mutants: make headers_install for ${m/#-/the unmutated series}"
+		if ! make -s -C "$wt" O="$out" INSTALL_HDR_PATH="$s.tmp" headers_install >"$wt/.zc-headers.log" 2>&1; then
+			tail -n 30 "$wt/.zc-headers.log" >&2
+			warn "mutant ${m}: make headers_install failed"
+			return 1
+		fi
+		rm -rf "$s"
+		mv "$s.tmp" "$s"
+		printf '%s\n' "$img"
+		return 0
 	fi
 	if [ "$(cat "$out/.zc-mutant-config" 2>/dev/null)" != "$(frags_fp "$flavor")" ]; then
 		say "mutants: configuring $out ($flavor)"
@@ -198,6 +232,14 @@ run_check() {
 	suite) cmd=("$suite" --label patched --timeout "$t" "$@") ;;
 	debug) cmd=("$suite" --label debug --timeout "$t" "$@") ;;
 	transcript) cmd=("$transcript") ;;
+	uapi)
+		# No VM: the test builds a C program against the installed headers. It is
+		# compiled first, outside the time limit, so that only the test is timed.
+		(cd "$ZC_TOP" && nice -n 10 cargo test -p ublk --test uapi_header --no-run &&
+			UBLK_UAPI_INCLUDE=$img timeout "$t" nice -n 10 \
+				cargo test -p ublk --test uapi_header) >"$dir.log" 2>&1
+		return
+		;;
 	*) die "unknown check kind '$kind'" ;;
 	esac
 	nice -n 10 "$ZC_TOP/scripts/run-qemu.sh" --kernel "$img" --timeout "$((t + 90))" \
@@ -208,7 +250,11 @@ run_check() {
 caught_by() { # caught_by LOG STATUS CHECK-ARGS...
 	local log=$1 rc=$2 tests splat what
 	shift 2
-	tests=$(sed -n '/^ublk-suite: failed tests:/,/^$/{s/^  \([^ ]*\): .*/\1/p}' "$log" |
+	# the suite's summary, or (the uapi check, cargo test) libtest's own lines
+	tests=$(sed -n '/^ublk-suite: failed tests:/,/^$/{s/^  \([^ ]*\): .*/\1/p}' "$log")
+	[ -n "$tests" ] || grep -q '^vmrun:' "$log" ||
+		tests=$(sed -n 's/^test \([^ ]*\) \.\.\. FAILED$/uapi_header::\1/p' "$log")
+	tests=$(printf '%s' "$tests" | sed '/^$/d' |
 		awk 'NR == 1 { first = $0 } END { if (NR > 1) printf "%s and %d more\n", first, NR - 1; else if (NR) print first }')
 	splat=$(sed -n 's/^!!!   line [0-9]*: //p' "$log" | head -n 1 | sed 's/^\([A-Z][A-Za-z ]*\): \1: /\1: /' | cut -c1-110)
 	if [ -n "$splat" ]; then
@@ -231,8 +277,7 @@ for m in "${chosen[@]}"; do
 done
 transcript_ref=
 for kind in "${!need[@]}"; do
-	flavor=patched
-	[ "$kind" != debug ] || flavor=debug
+	flavor=$(kind_flavor "$kind")
 	# The baseline runs the union of the chosen mutants' test executables and filters.
 	suites=()
 	filters=()
@@ -252,6 +297,7 @@ for kind in "${!need[@]}"; do
 	for a in "${suites[@]}"; do args+=(--suite "$a"); done
 	args+=("${filters[@]}")
 	key=$(printf '%s\n' "$hash" "$suite_fp" "$(frags_fp "$flavor")" "$kind" "${args[@]}" | sha256sum | cut -c1-16)
+	[ "$kind" != uapi ] || key=$(printf '%s\n' "$key" "$uapi_fp" | sha256sum | cut -c1-16)
 	img=$(image "$flavor" -) || die "the unmutated series does not build in $wt"
 	if [ -f "$cache/verdicts/baseline-$key" ]; then
 		say "mutants: baseline $kind passed before on this series and suite (cached)"
@@ -287,9 +333,9 @@ for m in "${chosen[@]}"; do
 	kind=${c[0]}
 	t=$(field "$p" timeout)
 	t=${t:-240}
-	flavor=patched
-	[ "$kind" != debug ] || flavor=debug
+	flavor=$(kind_flavor "$kind")
 	key=$(printf '%s\n' "$hash" "$suite_fp" "$(frags_fp "$flavor")" "$(sha256sum <"$p")" | sha256sum | cut -c1-16)
+	[ "$kind" != uapi ] || key=$(printf '%s\n' "$key" "$uapi_fp" | sha256sum | cut -c1-16)
 	if [ -f "$cache/verdicts/$m-$key" ]; then
 		line=$(cat "$cache/verdicts/$m-$key")
 		printf '%s (cached)\n' "$line"
