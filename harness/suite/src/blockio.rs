@@ -45,6 +45,17 @@ pub fn logical_block_size(dev: &Path) -> u64 {
     .unwrap_or(512)
 }
 
+/// The queue attribute `name` of a block device (`/sys/block/NAME/queue/<name>`),
+/// trimmed.
+pub fn queue_attr(dev: &Path, name: &str) -> Result<String> {
+    let disk = dev
+        .file_name()
+        .with_context(|| format!("{} has no device name", dev.display()))?;
+    let p = Path::new("/sys/block").join(disk).join("queue").join(name);
+    let v = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+    Ok(v.trim().to_string())
+}
+
 /// pwrite of all of `buf` at `off`, or an error naming `what`.
 pub fn full_write_at(f: &File, buf: &[u8], off: u64, what: &str) -> Result<()> {
     let n = f

@@ -110,7 +110,7 @@ mod tests {
 not ok 1 - splice_direct::direct_data
   ---
   message: |
-    kernel lacks SPLICE_F_DIRECT (io_uring splice returned EINVAL for flags 0x10)
+    kernel lacks SPLICE_F_DIRECT (io_uring splice returned EINVAL for flags 0x40000000)
   ...
 ok 2 - splice_direct::splice_syscall_rejects
 not ok 3 - splice_direct::read_to_read_bad

@@ -143,6 +143,31 @@ pub fn file_pos(fd: BorrowedFd<'_>) -> Result<i64, Errno> {
     }
 }
 
+/// lseek(2): the new position, or the errno (ESPIPE for a file without a position).
+pub fn lseek(fd: BorrowedFd<'_>, off: i64, whence: libc::c_int) -> Result<i64, Errno> {
+    // SAFETY: plain lseek.
+    let ret = unsafe { libc::lseek(fd.as_raw_fd(), off, whence) };
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// A timerfd (timerfd_create(2), CLOCK_MONOTONIC): a file open for reading and writing
+/// whose file operations have neither `->read_iter` nor `->write_iter` on 6.1 (only
+/// `->read`), for the destination checks of a direct splice.
+pub fn timerfd() -> Result<std::os::fd::OwnedFd, Errno> {
+    // SAFETY: plain timerfd_create; the descriptor is owned by the caller from here on.
+    let ret = unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_CLOEXEC) };
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        // SAFETY: a fresh descriptor that nothing else owns.
+        Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(ret) })
+    }
+}
+
 /// The errno's symbolic name (`EINVAL`), or `errno N` for one without a name here.
 pub fn errno_name(e: Errno) -> String {
     match e {

@@ -3,8 +3,9 @@
 //!
 //! - [`HoldTarget`] holds a data request until the test releases it, so the test can
 //!   splice against a started request itself;
-//! - [`UnderfillTarget`] fills only a prefix of a READ (the first half, or a quarter then
-//!   a hole) but commits its full length;
+//! - [`UnderfillTarget`] fills only a prefix of a READ (the first half, a prefix that
+//!   ends inside a logical block, a quarter then a hole, or nothing) but commits its
+//!   full length;
 //! - [`FailTarget`] fails the requests of one kind with an errno.
 //!
 //! Everything they do not change on purpose is the loop target's real work (data, FLUSH,
@@ -149,7 +150,7 @@ impl Target for HoldTarget {
 /// What the under-fill target did.
 #[derive(Debug, Default, Clone)]
 pub struct UnderfillLog {
-    /// READs whose first half only was filled, committed with their full length.
+    /// READs that were under-filled, committed with their full length.
     pub underfilled: Vec<Request>,
     /// READs that came back for the unfilled remainder of one of those.
     pub remainders: Vec<Request>,
@@ -163,6 +164,27 @@ pub enum Underfill {
     /// The first quarter and the second half, leaving the second quarter a hole, then
     /// commit the full length: only the first quarter is a filled prefix.
     Hole,
+    /// The first half, one logical block and 100 bytes more, then commit the full
+    /// length: the filled prefix counts in whole logical blocks (series v3), so the
+    /// kernel completes the first half and one block.
+    Unaligned,
+    /// Nothing at all, then commit the full length: a READ with nothing filled fails
+    /// with EIO (series v3; v2 sent it to the server again).
+    Nothing,
+}
+
+impl Underfill {
+    /// The bytes the target splices into a READ of `total` bytes at first, and the
+    /// prefix the kernel may complete of it, for a logical block of `lbs` bytes.
+    pub fn fill(self, total: u32, lbs: u32) -> (u32, u32) {
+        let (half, quarter) = (total / 2 / lbs * lbs, total / 4 / lbs * lbs);
+        match self {
+            Underfill::FirstHalf => (half, half),
+            Underfill::Hole => (quarter, quarter),
+            Underfill::Unaligned => (half + lbs + 100, half + lbs),
+            Underfill::Nothing => (0, 0),
+        }
+    }
 }
 
 /// Under-fills one READ when armed, and commits its full length anyway.  The kernel must
@@ -277,17 +299,17 @@ impl Target for UnderfillTarget {
         let Some(how) = lock(&self.armed).take() else {
             return self.inner.plan(req, data, at);
         };
-        let (filled, op) = match how {
-            Underfill::FirstHalf => {
-                let half = (req.nr_sectors / 2) << 9;
-                (half, self.part(req, data, 0, half))
-            }
-            Underfill::Hole => {
-                in_hole.push(req.start_sector);
-                (quarter, self.part(req, data, 0, quarter))
-            }
-        };
-        let Some(op) = op else {
+        let lbs = 1u32 << self.inner.logical_bs_shift();
+        let (spliced, filled) = how.fill(total, lbs);
+        log.underfilled.push(*req);
+        if how == Underfill::Nothing {
+            // nothing spliced, nothing to come back: the kernel fails the READ
+            return Plan::Complete(total as i32);
+        }
+        if how == Underfill::Hole {
+            in_hole.push(req.start_sector);
+        }
+        let Some(op) = self.part(req, data, 0, spliced) else {
             return Plan::Complete(-libc::EIO);
         };
         let filled_sectors = filled >> 9;
@@ -295,14 +317,13 @@ impl Target for UnderfillTarget {
             req.start_sector + u64::from(filled_sectors),
             req.nr_sectors - filled_sectors,
         ));
-        log.underfilled.push(*req);
         match how {
-            Underfill::FirstHalf => Plan::SubmitAndCommit {
+            // continues at done = quarter (above)
+            Underfill::Hole => Plan::Submit(op),
+            _ => Plan::SubmitAndCommit {
                 op,
                 result: total as i32,
             },
-            // continues at done = quarter (above)
-            Underfill::Hole => Plan::Submit(op),
         }
     }
 }
