@@ -1,5 +1,8 @@
 //! IORING_OP_SPLICE with SPLICE_F_DIRECT (patch 1/4) and SPLICE_F_READ_TO_READ
-//! (patch 3/4), and the syscalls that must keep refusing both flags (docs/contract.md).
+//! (patch 3/4) between regular files, and the syscalls that must keep refusing both
+//! flags (docs/contract.md). Series v3 takes READ_TO_READ only from a source that lends
+//! its pages (/dev/ublkcN, ublk_zc and ublk_zc_lend): from a file it is EINVAL, which is
+//! what the read-to-read tests here check, whatever the destination.
 //!
 //! Every test of a new flag first asks the kernel whether it has the flag
 //! (`features::require_*`), so that a kernel without the series fails it with a message
@@ -365,6 +368,34 @@ fn direct_errors(
     check_file("source", &src, &src_data);
 }
 
+/// Series v2's values of the flags, 0x10 (SPLICE_F_DIRECT) and 0x20
+/// (SPLICE_F_READ_TO_READ), are unknown splice flags to v3 (which has them at bits 30
+/// and 29): IORING_OP_SPLICE refuses them with EINVAL, and nothing moves. The same
+/// splice with SPLICE_F_DIRECT goes through.
+#[rstest]
+fn direct_refuses_the_v2_flag_values(mut ring: Ring, #[values(0x10, 0x20, 0x30)] v2_flags: u32) {
+    must(require_splice_direct(&mut ring));
+    let d = scratch(Fs::Tmpfs);
+    let (src, dst) = (d.join("src"), d.join("dst"));
+    let (src_data, dst_old) = (pattern(28, 9000), pattern(29, 9000));
+    must(write_file(&src, &src_data));
+    must(write_file(&dst, &dst_old));
+    let (i, o) = (must(open_ro(&src)), must(open_rw(&dst)));
+    let res = must(ring.splice(&Splice::new(i.as_fd(), 0, o.as_fd(), 0, 4096, v2_flags)));
+    must(check::cqe(
+        &format!("io_uring splice file -> file with v2's flag value {v2_flags:#x}"),
+        res,
+        -libc::EINVAL,
+    ));
+    check_file("destination", &dst, &dst_old);
+    let res = must(ring.splice(&Splice::new(i.as_fd(), 0, o.as_fd(), 0, 4096, DIRECT)));
+    must(check::cqe(
+        "the same splice with SPLICE_F_DIRECT",
+        res,
+        4096,
+    ));
+}
+
 /// io_uring's direct splice runs do_splice_direct() once per request, as the series says.
 #[rstest]
 fn direct_goes_through_do_splice_direct(mut ring: Ring) {
@@ -431,10 +462,10 @@ fn read_to_read_needs_direct(mut ring: Ring) {
     must(check::cqe("the same splice without flags", res, 10));
 }
 
-/// A regular file does not mark the internal pipe for a read, so it cannot be the
-/// source: EINVAL, and its pages are not read into. Both files keep their data, in the
+/// A regular file does not lend its pages, so it cannot be the source of a read-to-read
+/// splice: EINVAL, and its pages are not read into. Both files keep their data, in the
 /// page cache and on the filesystem, and a direct splice right after copies the source
-/// as it is (the internal pipe was left clean).
+/// as it is.
 #[rstest]
 #[case::page(0, 0, 4096)]
 #[case::unaligned(100, 3, 5000)]
@@ -493,12 +524,12 @@ fn read_to_read_refuses_regular_source(
     ));
 }
 
-/// The refusal of a regular source comes after the source produced its pages (its
-/// ->splice_read, generic_file_splice_read on 6.1 tmpfs, ran once for a splice that
-/// fits the internal pipe), so the "nothing is read" checks above are about pages that
-/// were really in the pipe, not about a splice turned away at the door.
+/// The refusal of a regular source comes before the source is read (series v3; v2 read
+/// it into the internal pipe first): its ->splice_read, generic_file_splice_read on 6.1
+/// tmpfs, is not called. The direct splice of the same range right after calls it, so
+/// the probe does count the source's reads.
 #[rstest]
-fn read_to_read_refuses_regular_source_after_it_produced_pages(mut ring: Ring) {
+fn read_to_read_refuses_regular_source_before_reading_it(mut ring: Ring) {
     must(require_read_to_read(&mut ring));
     let d = scratch(Fs::Tmpfs);
     let (src, dst) = (d.join("src"), d.join("dst"));
@@ -509,18 +540,26 @@ fn read_to_read_refuses_regular_source_after_it_produced_pages(mut ring: Ring) {
     let probe = must(Kprobe::new("generic_file_splice_read"));
     let before = must(probe.hits());
     let res = must(ring.splice(&Splice::new(i.as_fd(), 0, o.as_fd(), 0, 16_384, R2R)));
-    let calls = must(probe.hits()) - before;
+    let refused_calls = must(probe.hits()) - before;
     must(check::cqe(
         "read-to-read splice from a regular tmpfs file",
         res,
         -libc::EINVAL,
     ));
-    assert_eq!(
-        calls, 1,
-        "generic_file_splice_read() calls (the source's) during the refused splice"
-    );
     check_file("source", &src, &src_data);
     check_file("destination", &dst, &dst_old);
+    let before = must(probe.hits());
+    let res = must(ring.splice(&Splice::new(i.as_fd(), 0, o.as_fd(), 0, 16_384, DIRECT)));
+    let direct_calls = must(probe.hits()) - before;
+    must(check::cqe("the same range, direct", res, 16_384));
+    assert!(
+        direct_calls >= 1,
+        "the probe on generic_file_splice_read counted no call of the direct splice"
+    );
+    assert_eq!(
+        refused_calls, 0,
+        "generic_file_splice_read() calls (the source's) during the refused read-to-read splice"
+    );
 }
 
 /// Direct-splices `len` bytes of `from` at `off` into a fresh tmpfs file and returns them.
@@ -545,53 +584,59 @@ fn d_copy(ring: &mut Ring, from: &File, off: usize, len: usize) -> Vec<u8> {
     must(read_file(&path))
 }
 
-/// The destination of a read-to-read splice is read from: it must be open for reading.
-#[rstest]
-fn read_to_read_needs_readable_destination(mut ring: Ring, #[values(Fs::Tmpfs, Fs::Ext4)] fs: Fs) {
-    must(require_read_to_read(&mut ring));
-    let d = scratch(fs);
-    let (src, dst) = (d.join("src"), d.join("dst"));
-    let (src_data, dst_old) = (pattern(17, 9000), pattern(18, 9000));
-    must(write_file(&src, &src_data));
-    must(write_file(&dst, &dst_old));
-    let (i, o) = (must(open_ro(&src)), must(open_wo(&dst)));
-    let res = must(ring.splice(&Splice::new(i.as_fd(), 0, o.as_fd(), 0, 4096, R2R)));
-    must(check::cqe(
-        &format!("read-to-read splice into an O_WRONLY {fs} file"),
-        res,
-        -libc::EBADF,
-    ));
-    check_file("source", &src, &src_data);
-    check_file("destination", &dst, &dst_old);
-}
-
-/// A destination whose ->splice_read is not generic_file_splice_read. On 6.1,
-/// /dev/zero and /dev/null (drivers/char/mem.c) have no ->splice_read at all, and a
-/// socket has sock_splice_read. (procfs and sysfs files do use
-/// generic_file_splice_read on 6.1, and a pipe is ESPIPE first.)
+/// Destinations of a read-to-read splice from a regular file. Whatever the lend path
+/// would say of them (ublk_zc_lend::lend_path_destination_checks: EBADF for a write-only
+/// file, EINVAL for a negative position or a file without ->read_iter; /dev/zero,
+/// /dev/null and sockets are accepted), a source that does not lend is refused first.
 #[derive(Clone, Copy, Debug)]
 enum Dest {
+    /// a tmpfs file opened O_RDWR
+    ReadWrite,
+    /// a tmpfs file opened O_WRONLY (EBADF on the lend path)
+    WriteOnly,
+    /// a tmpfs file opened O_RDWR, at position -4096 (EINVAL from rw_verify_area on the
+    /// lend path)
+    NegativeOffset,
     DevZero,
     DevNull,
     UnixSocket,
+    /// a timerfd: no ->read_iter (EINVAL on the lend path)
+    Timerfd,
 }
 
-/// Such a destination is EINVAL. With a write-only source (EBADF once the source is
-/// read) the EINVAL shows that the destination was refused before the source was
-/// touched; with a readable source, that no byte moved.
+/// From a regular source, read-to-read is EINVAL whatever the destination and however
+/// the source is open (a write-only source included: the source is refused for not
+/// lending before it is checked for reading), and no byte moves.
 #[rstest]
-fn read_to_read_needs_generic_splice_read_destination(
+fn read_to_read_regular_source_refused_whatever_the_destination(
     mut ring: Ring,
-    #[values(Dest::DevZero, Dest::DevNull, Dest::UnixSocket)] dest: Dest,
+    #[values(
+        Dest::ReadWrite,
+        Dest::WriteOnly,
+        Dest::NegativeOffset,
+        Dest::DevZero,
+        Dest::DevNull,
+        Dest::UnixSocket,
+        Dest::Timerfd
+    )]
+    dest: Dest,
     #[values(Open::ReadOnly, Open::WriteOnly)] src_open: Open,
 ) {
     must(require_read_to_read(&mut ring));
     let d = scratch(Fs::Tmpfs);
-    let src = d.join("src");
-    let src_data = pattern(19, 9000);
+    let (src, dst) = (d.join("src"), d.join("dst"));
+    let (src_data, dst_old) = (pattern(19, 9000), pattern(21, 9000));
     must(write_file(&src, &src_data));
+    must(write_file(&dst, &dst_old));
     let i = open_as(&src, src_open);
+    let mut off_out = 0;
     let (o, _peer): (OwnedFd, Option<OwnedFd>) = match dest {
+        Dest::ReadWrite => (open_as(&dst, Open::ReadWrite).into(), None),
+        Dest::WriteOnly => (open_as(&dst, Open::WriteOnly).into(), None),
+        Dest::NegativeOffset => {
+            off_out = -4096;
+            (open_as(&dst, Open::ReadWrite).into(), None)
+        }
         Dest::DevZero => (must(open_ro(Path::new("/dev/zero"))).into(), None),
         Dest::DevNull => (must(open_ro(Path::new("/dev/null"))).into(), None),
         Dest::UnixSocket => {
@@ -599,56 +644,16 @@ fn read_to_read_needs_generic_splice_read_destination(
             std::io::Write::write_all(&mut b, &[7u8; 4096]).expect("write to the socket");
             (a.into(), Some(b.into()))
         }
+        Dest::Timerfd => (sys::timerfd().expect("timerfd_create"), None),
     };
-    let res = must(ring.splice(&Splice::new(i.as_fd(), 0, o.as_fd(), 0, 4096, R2R)));
+    let res = must(ring.splice(&Splice::new(i.as_fd(), 0, o.as_fd(), off_out, 4096, R2R)));
     must(check::cqe(
-        &format!("read-to-read splice from a {src_open:?} file into {dest:?}"),
+        &format!("read-to-read splice from a {src_open:?} regular file into {dest:?}"),
         res,
         -libc::EINVAL,
     ));
     check_file("source", &src, &src_data);
-}
-
-/// rw_verify_area(READ) applies to the destination: a negative position is EINVAL,
-/// before the (write-only, so EBADF if it were read) source is touched.
-#[rstest]
-fn read_to_read_verifies_destination_area(mut ring: Ring) {
-    must(require_read_to_read(&mut ring));
-    let d = scratch(Fs::Tmpfs);
-    let (src, dst) = (d.join("src"), d.join("dst"));
-    let (src_data, dst_old) = (pattern(20, 9000), pattern(21, 9000));
-    must(write_file(&src, &src_data));
-    must(write_file(&dst, &dst_old));
-    let (i, o) = (must(open_wo(&src)), must(open_ro(&dst)));
-    let res = must(ring.splice(&Splice::new(i.as_fd(), 0, o.as_fd(), -4096, 4096, R2R)));
-    must(check::cqe(
-        "read-to-read splice into a destination at position -4096",
-        res,
-        -libc::EINVAL,
-    ));
-    check_file("source", &src, &src_data);
-    check_file("destination", &dst, &dst_old);
-}
-
-/// DIRECT with a write-only source is EBADF (do_splice_to() checks FMODE_READ); with
-/// READ_TO_READ and a readable regular destination, the same EBADF comes from the source.
-#[rstest]
-fn read_to_read_write_only_source(mut ring: Ring) {
-    must(require_read_to_read(&mut ring));
-    let d = scratch(Fs::Tmpfs);
-    let (src, dst) = (d.join("src"), d.join("dst"));
-    let (src_data, dst_old) = (pattern(22, 9000), pattern(23, 9000));
-    must(write_file(&src, &src_data));
-    must(write_file(&dst, &dst_old));
-    let (i, o) = (must(open_wo(&src)), must(open_ro(&dst)));
-    let res = must(ring.splice(&Splice::new(i.as_fd(), 0, o.as_fd(), 0, 4096, R2R)));
-    must(check::cqe(
-        "read-to-read splice from an O_WRONLY source",
-        res,
-        -libc::EBADF,
-    ));
-    check_file("source", &src, &src_data);
-    check_file("destination", &dst, &dst_old);
+    check_file("destination file", &dst, &dst_old);
 }
 
 // ---------------------------------------------------------------------------------
