@@ -1,16 +1,20 @@
-//! The lend path of series v2 (patch 5) and the v2 rule on SPLICE_F_DIRECT (patch 1), on
-//! points the other tests do not reach, each written to catch a mutant of
-//! scripts/mutants.sh (patches/mutants/):
+//! The lend path (series v3 patch 3/4, v2's 5/5) and the rule that SPLICE_F_DIRECT is
+//! io_uring's own (patch 1/4), on points the other tests do not reach, each written to
+//! catch a mutant of scripts/mutants.sh (patches/mutants/):
 //!
 //! - the destination checks of a direct splice from /dev/ublkcN, which does not go through
 //!   do_splice_direct(): EBADF and EINVAL for a WRITE into a read-only or O_APPEND file,
-//!   and for a READ_TO_READ from a write-only file or from a socket;
+//!   a file without ->write_iter or a negative position, and for a READ_TO_READ from a
+//!   write-only file, a file without ->read_iter or a negative position;
+//! - any readable destination with ->read_iter can be read into a READ request (v3 has
+//!   no generic_file_splice_read gate): /dev/zero, /dev/null, a TCP socket;
 //! - a WRITE whose pages are lent to a splice that cannot finish (a full TCP socket) does
 //!   not end when the server commits it, only when the splice has completed;
 //! - punted READ_TO_READ and O_DIRECT direct splices are not hashed in io-wq, a buffered
 //!   one is (a kprobe on io_wq_submit_work reads the work's flags);
-//! - SPLICE_F_DIRECT reaches a ->splice_read() from io_uring only, never from sendfile(2)
-//!   or copy_file_range(2) (a kprobe on generic_file_splice_read reads its flags).
+//! - neither SPLICE_F_DIRECT nor SPLICE_F_READ_TO_READ reaches a ->splice_read(): not
+//!   from sendfile(2) or copy_file_range(2), and since v3 not from io_uring's pipe path
+//!   either (a kprobe on generic_file_splice_read reads its flags).
 //!
 //! All need the series: on a kernel without it they fail naming the missing feature.
 
@@ -41,7 +45,8 @@ const R2R: u32 = SPLICE_F_DIRECT | SPLICE_F_READ_TO_READ;
 const REQ: usize = 64 << 10;
 const REQ_OFF: u64 = 1 << 20;
 
-type HeldIo = std::thread::JoinHandle<std::io::Result<usize>>;
+/// The background I/O of a held request: the bytes it moved, and what a READ read.
+type HeldIo = std::thread::JoinHandle<std::io::Result<(usize, Vec<u8>)>>;
 
 /// A one-queue zero-copy device on a tmpfs file whose data requests a [`HoldTarget`]
 /// holds on demand.
@@ -109,9 +114,11 @@ impl Held {
             match write {
                 Some(d) => {
                     buf.as_mut_slice().copy_from_slice(&d);
-                    f.write_at(buf.as_slice(), REQ_OFF)
+                    f.write_at(buf.as_slice(), REQ_OFF).map(|n| (n, Vec::new()))
                 }
-                None => f.read_at(buf.as_mut_slice(), REQ_OFF),
+                None => f
+                    .read_at(buf.as_mut_slice(), REQ_OFF)
+                    .map(|n| (n, buf.as_slice().to_vec())),
             }
         });
         let req = self.target.next_held(Duration::from_secs(20));
@@ -159,8 +166,8 @@ fn tcp_pair() -> Result<(TcpStream, TcpStream)> {
 }
 
 /// The destination checks of the lend path: the splice does not go through
-/// do_splice_direct() or do_splice_read_to_read(), so io_uring checks the destination
-/// itself, and nothing may reach or leave the files it refuses.
+/// do_splice_direct(), so io_uring checks the destination itself, and nothing may reach
+/// or leave the files it refuses.
 #[test]
 fn lend_path_destination_checks() {
     let h = must(Held::start());
@@ -169,6 +176,8 @@ fn lend_path_destination_checks() {
     let ro = scratch_file(&dir, "read-only", &old);
     let app = scratch_file(&dir, "append", &old);
     let wo = scratch_file(&dir, "write-only", &old);
+    let rw = scratch_file(&dir, "read-write", &old);
+    let tfd = must(ublk_suite::sys::timerfd().context("timerfd_create"));
     let mut ring = must(Ring::new());
 
     let data = pattern(0x5b, REQ);
@@ -176,23 +185,38 @@ fn lend_path_destination_checks() {
     let pos = ublk_splice_pos(0, req.tag, 0);
     let f_ro = open(&ro, OpenOptions::new().read(true));
     let f_app = open(&app, OpenOptions::new().write(true).append(true));
-    for (what, f, want) in [
+    let f_rw = open(&rw, OpenOptions::new().read(true).write(true));
+    for (what, f, off, want) in [
         (
             "WRITE into a destination opened O_RDONLY",
-            &f_ro,
+            f_ro.as_fd(),
+            0,
             -libc::EBADF,
         ),
         (
             "WRITE into a destination opened O_APPEND",
-            &f_app,
+            f_app.as_fd(),
+            0,
+            -libc::EINVAL,
+        ),
+        (
+            "WRITE into a destination without ->write_iter (a timerfd)",
+            tfd.as_fd(),
+            0,
+            -libc::EINVAL,
+        ),
+        (
+            "WRITE into a destination at position -4096",
+            f_rw.as_fd(),
+            -4096,
             -libc::EINVAL,
         ),
     ] {
         let r = must(ring.splice(&Splice::new(
             h.char_fd(),
             pos as i64,
-            f.as_fd(),
-            0,
+            f,
+            off,
             REQ as u32,
             DIRECT,
         )));
@@ -200,8 +224,11 @@ fn lend_path_destination_checks() {
         must(check::cqe(what, r, want));
     }
     h.target.release(Release::Serve);
-    assert_eq!(io.join().expect("the I/O thread").expect("the WRITE"), REQ);
-    for p in [&ro, &app] {
+    assert_eq!(
+        io.join().expect("the I/O thread").expect("the WRITE").0,
+        REQ
+    );
+    for p in [&ro, &app, &rw] {
         let got = must(ublk_suite::files::read_file(p));
         must(check_bytes(
             &format!("{} after the refused splice", p.display()),
@@ -214,47 +241,142 @@ fn lend_path_destination_checks() {
     let (io, req) = must(h.held_io(None));
     let pos = ublk_splice_pos(0, req.tag, 0);
     let f_wo = open(&wo, OpenOptions::new().write(true));
-    let r = must(ring.splice(&Splice::new(
-        h.char_fd(),
-        pos as i64,
-        f_wo.as_fd(),
-        0,
-        REQ as u32,
-        R2R,
-    )));
-    println!(
-        "case READ_TO_READ from an O_WRONLY destination: {}",
-        ublk_suite::sys::cqe_display(r)
-    );
-    must(check::cqe(
-        "READ_TO_READ from a destination opened O_WRONLY",
-        r,
-        -libc::EBADF,
-    ));
-    // A socket is readable, but its ->splice_read is not generic_file_splice_read. The
-    // peer has sent data, so a read that got through would not block.
-    let (mut tx, rx) = must(tcp_pair());
-    tx.write_all(&pattern(0x5c, REQ)).expect("sending");
-    let r = must(ring.splice(&Splice::new(
-        h.char_fd(),
-        pos as i64,
-        rx.as_fd(),
-        0,
-        REQ as u32,
-        R2R,
-    )));
-    println!(
-        "case READ_TO_READ from a TCP socket: {}",
-        ublk_suite::sys::cqe_display(r)
-    );
-    must(check::cqe(
-        "READ_TO_READ from a TCP socket (->splice_read is not generic_file_splice_read)",
-        r,
-        -libc::EINVAL,
-    ));
+    for (what, f, off, want) in [
+        (
+            "READ_TO_READ from a destination opened O_WRONLY",
+            f_wo.as_fd(),
+            0,
+            -libc::EBADF,
+        ),
+        (
+            "READ_TO_READ from a destination without ->read_iter (a timerfd)",
+            tfd.as_fd(),
+            0,
+            -libc::EINVAL,
+        ),
+        (
+            "READ_TO_READ from a destination without ->read_iter (/dev/ublkcN itself)",
+            h.char_fd(),
+            0,
+            -libc::EINVAL,
+        ),
+        (
+            "READ_TO_READ from a destination at position -4096",
+            f_rw.as_fd(),
+            -4096,
+            -libc::EINVAL,
+        ),
+    ] {
+        let r = must(ring.splice(&Splice::new(
+            h.char_fd(),
+            pos as i64,
+            f,
+            off,
+            REQ as u32,
+            R2R,
+        )));
+        println!("case {what}: {}", ublk_suite::sys::cqe_display(r));
+        must(check::cqe(what, r, want));
+    }
     h.target.release(Release::Serve);
-    assert_eq!(io.join().expect("the I/O thread").expect("the READ"), REQ);
+    assert_eq!(io.join().expect("the I/O thread").expect("the READ").0, REQ);
+    let got = must(ublk_suite::files::read_file(&wo));
+    must(check_bytes(
+        "the write-only destination after the refused splice",
+        0,
+        &got,
+        &old,
+    ));
     must(h.finish());
+}
+
+/// A READ_TO_READ destination only needs to be readable and have ->read_iter (series v3
+/// dropped v2's rule that its ->splice_read be generic_file_splice_read): a held READ is
+/// read into from /dev/null (0 bytes, end of file), from /dev/zero (its first half) and
+/// from a TCP socket whose peer has sent data (its second half, resubmitting the rest
+/// after a short read), then committed whole; the reader gets the zeroes and the
+/// socket's data.
+#[test]
+fn read_to_read_from_any_readable_destination() {
+    let h = must(Held::start());
+    let mut ring = must(Ring::new());
+    let (io, req) = must(h.held_io(None));
+    let at = |off: usize| ublk_splice_pos(0, req.tag, off as u32) as i64;
+    let half = REQ / 2;
+    let null = open(
+        std::path::Path::new("/dev/null"),
+        OpenOptions::new().read(true),
+    );
+    let zero = open(
+        std::path::Path::new("/dev/zero"),
+        OpenOptions::new().read(true),
+    );
+    let r = must(ring.splice(&Splice::new(
+        h.char_fd(),
+        at(0),
+        null.as_fd(),
+        0,
+        half as u32,
+        R2R,
+    )));
+    println!(
+        "READ_TO_READ from /dev/null: {}",
+        ublk_suite::sys::cqe_display(r)
+    );
+    must(check::cqe("READ_TO_READ from /dev/null", r, 0));
+    let r = must(ring.splice(&Splice::new(
+        h.char_fd(),
+        at(0),
+        zero.as_fd(),
+        0,
+        half as u32,
+        R2R,
+    )));
+    println!(
+        "READ_TO_READ from /dev/zero: {}",
+        ublk_suite::sys::cqe_display(r)
+    );
+    must(check::cqe(
+        "READ_TO_READ of the first half from /dev/zero",
+        r,
+        half as i32,
+    ));
+    let (mut tx, rx) = must(tcp_pair());
+    let sent = pattern(0x5c, half);
+    tx.write_all(&sent).expect("sending");
+    let mut done = 0;
+    while done < half {
+        let r = must(ring.splice(&Splice::new(
+            h.char_fd(),
+            at(half + done),
+            rx.as_fd(),
+            0,
+            (half - done) as u32,
+            R2R,
+        )));
+        println!(
+            "READ_TO_READ from a TCP socket at +{done}: {}",
+            ublk_suite::sys::cqe_display(r)
+        );
+        assert!(
+            r > 0,
+            "READ_TO_READ of the second half from a TCP socket at +{done}: {}",
+            ublk_suite::sys::cqe_display(r)
+        );
+        done += r as usize;
+    }
+    h.target.release(Release::Commit(REQ as i32));
+    let (n, got) = io.join().expect("the I/O thread").expect("the READ");
+    assert_eq!(n, REQ);
+    must(h.finish());
+    let mut want = vec![0u8; half];
+    want.extend_from_slice(&sent);
+    must(check_bytes(
+        "the READ: /dev/zero's zeroes, then the socket's data",
+        REQ_OFF,
+        &got,
+        &want,
+    ));
 }
 
 /// The lifetime of a lend: a WRITE request whose pages are lent to a direct splice into
@@ -346,7 +468,7 @@ fn write_ends_only_after_its_lend() {
          splice that had not completed: the request ended before its lend"
     );
     must(check::cqe("the splice into the socket", res, REQ as i32));
-    assert_eq!(w.expect("the WRITE"), REQ);
+    assert_eq!(w.expect("the WRITE").0, REQ);
     must(check_bytes(
         "the WRITE's data at the socket's peer",
         0,
@@ -471,11 +593,15 @@ fn punted_direct_splices_skip_the_inode_hash() {
     }
 }
 
-/// SPLICE_F_DIRECT reaches a ->splice_read() only from io_uring's direct splice:
-/// sendfile(2) and copy_file_range(2), which go through do_splice_direct() too, must not
-/// pass it (a kprobe on generic_file_splice_read, tmpfs's on 6.1, reads its flags).
+/// Neither SPLICE_F_DIRECT nor SPLICE_F_READ_TO_READ reaches a ->splice_read():
+/// sendfile(2) and copy_file_range(2), which go through do_splice_direct() too, never
+/// passed them, and since series v3 io_uring's pipe path (a direct splice from a source
+/// that does not lend, file to file here) hands the source only splice(2)'s own flags
+/// (v2 passed SPLICE_F_DIRECT). A kprobe on generic_file_splice_read, tmpfs's on 6.1,
+/// reads its flags; each of the three calls it. The filter that counts the flags is
+/// shown to work on splice(2) to a pipe with SPLICE_F_NONBLOCK, which it must count.
 #[test]
-fn splice_f_direct_reaches_splice_read_only_from_io_uring() {
+fn splice_f_direct_never_reaches_splice_read() {
     let mut ring = must(Ring::new());
     must(ublk_suite::features::require_splice_direct(&mut ring));
     let dir = must(ScratchDir::new(Fs::Tmpfs));
@@ -488,13 +614,40 @@ fn splice_f_direct_reaches_splice_read_only_from_io_uring() {
             .context("kprobe on generic_file_splice_read with its flags"),
     );
     must(tracing_on());
-    let run = |what: &str, f: &mut dyn FnMut() -> Result<usize>| -> (u64, u64) {
-        must(probe.filter("sflags & 16"));
+    let filter = format!("sflags & {}", SPLICE_F_DIRECT | SPLICE_F_READ_TO_READ);
+    let run_with = |filter: &str, what: &str, f: &mut dyn FnMut() -> Result<usize>| {
+        must(probe.filter(filter));
         let n0 = probe.hits().expect("hits");
         let n = must(f().with_context(|| what.to_string()));
         assert!(n > 0, "{what} moved nothing");
         (probe.hits().expect("hits") - n0, must(probe.traced()))
     };
+    let run = |what: &str, f: &mut dyn FnMut() -> Result<usize>| run_with(&filter, what, f);
+    let (pr, pw) = nix::unistd::pipe().expect("pipe(2)");
+    let control_filter = format!("sflags & {}", libc::SPLICE_F_NONBLOCK);
+    let control = run_with(
+        &control_filter,
+        "splice(2) with SPLICE_F_NONBLOCK",
+        &mut || {
+            ublk_suite::sys::splice(
+                fi.as_fd(),
+                &mut Some(0),
+                pw.as_fd(),
+                &mut None,
+                4096,
+                libc::SPLICE_F_NONBLOCK,
+            )
+            .map_err(anyhow::Error::from)
+        },
+    );
+    drop((pr, pw));
+    assert!(
+        control.0 >= 1 && control.1 == control.0,
+        "the flag filter does not count: splice(2) with SPLICE_F_NONBLOCK made {} \
+         generic_file_splice_read call(s), {} traced with {control_filter}",
+        control.0,
+        control.1
+    );
     let sendfile = run("sendfile(2)", &mut || {
         ublk_suite::sys::sendfile(fo.as_fd(), fi.as_fd(), &mut Some(0), 4096)
             .map_err(anyhow::Error::from)
@@ -522,20 +675,23 @@ fn splice_f_direct_reaches_splice_read_only_from_io_uring() {
         usize::try_from(r).map_err(|_| anyhow!("CQE {}", ublk_suite::sys::cqe_display(r)))
     });
     drop(probe);
-    println!("(calls, with SPLICE_F_DIRECT): sendfile {sendfile:?}, copy_file_range {cfr:?}, io_uring {uring:?}");
-    for (what, (calls, direct), want) in [
-        ("sendfile(2)", sendfile, false),
-        ("copy_file_range(2)", cfr, false),
-        ("io_uring's direct splice", uring, true),
+    println!(
+        "(calls, with SPLICE_F_DIRECT or SPLICE_F_READ_TO_READ): sendfile {sendfile:?}, \
+         copy_file_range {cfr:?}, io_uring {uring:?}"
+    );
+    for (what, (calls, direct)) in [
+        ("sendfile(2)", sendfile),
+        ("copy_file_range(2)", cfr),
+        ("io_uring's direct splice (pipe path)", uring),
     ] {
         assert!(
             calls >= 1,
             "{what}: generic_file_splice_read was not called"
         );
         assert_eq!(
-            direct >= 1,
-            want,
-            "{what}: {direct} of {calls} ->splice_read() calls had SPLICE_F_DIRECT"
+            direct, 0,
+            "{what}: {direct} of {calls} ->splice_read() calls had SPLICE_F_DIRECT or \
+             SPLICE_F_READ_TO_READ ({filter})"
         );
     }
 }
