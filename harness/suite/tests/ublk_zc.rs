@@ -1,9 +1,11 @@
-//! ublk devices in splice zero-copy mode (UBLK_F_SPLICE_ZC, bit 63, series v2): the
+//! ublk devices in splice zero-copy mode (UBLK_F_SPLICE_ZC, bit 63, series v3): the
 //! scenarios of ublk_copy.rs, the proof that nothing is copied and that the fast path
-//! does not punt to io-wq, every errno of /dev/ublkcN's splice (io_uring's direct splice,
-//! splice(2), sendfile(2) to a socket and to a file), a server that asks for bit 5, a READ
-//! committed unfilled, FETCH_REQ without CAP_SYS_ADMIN, a stale tag, a WRITE range
-//! spliced twice (mirror), and a zero-copy server killed mid-I/O.  The test servers are
+//! does not punt to io-wq, every errno of /dev/ublkcN's splice (io_uring's direct splice
+//! at any length, 0 included, splice(2), sendfile(2) to a socket and to a file), lseek(2)
+//! on /dev/ublkcN (ESPIPE), stable writes, a server that asks for bit 5, a READ committed
+//! unfilled (the filled prefix in whole logical blocks; nothing filled: EIO), FETCH_REQ
+//! without CAP_SYS_ADMIN, a stale tag, a WRITE range spliced twice (mirror), and a
+//! zero-copy server killed mid-I/O.  The test servers are
 //! the ublk crate's own queue loop with small test targets (ublk_suite::targets).  All
 //! need the series: on a kernel without it they fail with "kernel lacks
 //! UBLK_F_SPLICE_ZC ...".
@@ -217,7 +219,7 @@ fn io_wq_punts_per_zero_copy_request() {
 }
 
 // ---------------------------------------------------------------------------------
-// /dev/ublkcN's splice: every errno of the v2 table, on a request the test server holds
+// /dev/ublkcN's splice: every errno of the contract's table, on a request the test server holds
 // ---------------------------------------------------------------------------------
 
 const REQ: usize = 8192;
@@ -430,16 +432,19 @@ fn splice_errnos_read_request() {
     let off_out = REQ_OFF as i64;
     let n = REQ as u32;
 
-    // Anything but io_uring's direct splice: EPERM (the pages never reach a user pipe,
-    // a socket or a file through sendfile).
+    // Anything but io_uring's direct splice: the pages never reach a user pipe, a socket
+    // or a file. splice(2) reaches the driver's ->splice_read, which says EPERM.
+    // sendfile(2) does not get that far (series v3): /dev/ublkcN has no file position
+    // again (no_llseek, so no FMODE_LSEEK), and do_splice_direct() refuses such a source
+    // with EINVAL before it asks the driver (v2's noop_llseek let it reach EPERM).
     must(user_pipe_splice(
         &h,
         pos,
         Errno::EPERM,
         "splice(2) from /dev/ublkcN to a user pipe",
     ));
-    must(sendfile_to_file(&h, pos, Errno::EPERM));
-    must(sendfile_to_socket(&h, pos, Errno::EPERM));
+    must(sendfile_to_file(&h, pos, Errno::EINVAL));
+    must(sendfile_to_socket(&h, pos, Errno::EINVAL));
     let cases: [(&str, u64, u32, u32, i32); 6] = [
         (
             "q_id out of range (1 queue)",
@@ -489,13 +494,53 @@ fn splice_errnos_read_request() {
         println!("case {what}: {}", ublk_suite::sys::cqe_display(r));
         must(check::cqe(what, r, want));
     }
-    // len 0 cannot reach ->splice_read() through io_uring: do_splice_direct() returns 0
-    // before calling it.
-    must(check::cqe(
-        "0-length direct splice",
-        h.splice(&mut ring, pos, &out, off_out, 0, R2R),
-        0,
-    ));
+    // A tag or an offset out of its field's range: ublk_splice_pos() gives
+    // UBLK_SPLICE_POS_INVALID, the position -1, which a direct splice refuses.
+    for (what, p) in [
+        ("a tag of 4096", ublk_splice_pos(0, 4096, 0)),
+        ("an offset of 1 GiB", ublk_splice_pos(0, tag, 1 << 30)),
+    ] {
+        assert_eq!(p, UBLK_SPLICE_POS_INVALID, "ublk_splice_pos with {what}");
+        must(check::cqe(
+            &format!("UBLK_SPLICE_POS_INVALID ({what})"),
+            h.splice(&mut ring, p, &out, off_out, n, R2R),
+            -libc::EINVAL,
+        ));
+    }
+    // A zero-length splice reaches the device's checks (series v3; v2 returned 0 before
+    // them): EINVAL where any length is, 0 on the held request.
+    let zero_len: [(&str, u64, u32, i32); 5] = [
+        (
+            "0-length at a tag with no started request",
+            ublk_splice_pos(0, (tag + 1) % DEPTH, 0),
+            R2R,
+            -libc::EINVAL,
+        ),
+        (
+            "0-length at tag == queue depth",
+            ublk_splice_pos(0, DEPTH, 0),
+            R2R,
+            -libc::EINVAL,
+        ),
+        (
+            "0-length past the end of the request",
+            ublk_splice_pos(0, tag, REQ as u32 + 512),
+            R2R,
+            -libc::EINVAL,
+        ),
+        (
+            "0-length without SPLICE_F_READ_TO_READ on a READ request",
+            pos,
+            DIRECT,
+            -libc::EINVAL,
+        ),
+        ("0-length on the held request", pos, R2R, 0),
+    ];
+    for (what, p, flags, want) in zero_len {
+        let r = h.splice(&mut ring, p, &out, off_out, 0, flags);
+        println!("case {what}: {}", ublk_suite::sys::cqe_display(r));
+        must(check::cqe(what, r, want));
+    }
     // the real thing: the backing file reads straight into the request's pages; v2 has
     // no total-bytes budget, so the same range can be filled again
     for what in ["READ_TO_READ of the whole request", "and once more"] {
@@ -527,12 +572,21 @@ fn splice_errnos_write_request() {
     let mut ring = must(Ring::new());
     let (off_out, n) = (REQ_OFF as i64, REQ as u32);
     let half = i64::from(n / 2);
-    let cases: [(&str, u64, i64, u32, u32, i32); 7] = [
+    let cases: [(&str, u64, i64, u32, u32, i32); 8] = [
         (
             "WRITE request with SPLICE_F_READ_TO_READ",
             at(0),
             off_out,
             n,
+            R2R,
+            -libc::EINVAL,
+        ),
+        (
+            "0-length with SPLICE_F_READ_TO_READ on a WRITE request (v3: the device's checks \
+             apply at any length)",
+            at(0),
+            off_out,
+            0,
             R2R,
             -libc::EINVAL,
         ),
@@ -596,8 +650,9 @@ fn splice_errnos_write_request() {
 }
 
 /// A device without UBLK_F_SPLICE_ZC: its splice answers EINVAL whatever the caller
-/// (io_uring's direct splice, splice(2) to a pipe, sendfile(2)): the device flag is
-/// checked first.
+/// (io_uring's direct splice, of any length, and splice(2) to a pipe: the device flag
+/// is checked first; sendfile(2) is EINVAL before the driver, as on a zero-copy
+/// device).
 #[test]
 fn splice_errnos_copy_device() {
     let h = must(Held::start(false, 0));
@@ -608,6 +663,12 @@ fn splice_errnos_copy_device() {
     must(check::cqe(
         "io_uring direct splice on a device without UBLK_F_SPLICE_ZC",
         h.splice(&mut ring, pos, &out, REQ_OFF as i64, REQ as u32, R2R),
+        -libc::EINVAL,
+    ));
+    // any length, 0 included (series v3: a zero-length splice reaches the device)
+    must(check::cqe(
+        "0-length io_uring direct splice on a device without UBLK_F_SPLICE_ZC",
+        h.splice(&mut ring, pos, &out, REQ_OFF as i64, 0, R2R),
         -libc::EINVAL,
     ));
     must(user_pipe_splice(
@@ -667,6 +728,72 @@ fn bit5_does_not_give_zero_copy() {
     assert_eq!(got, REQ);
     must(h.still_works(5));
     must(h.finish());
+}
+
+/// /dev/ublkcN has no file position (series v3: no_llseek again, as without the series;
+/// v2 made lseek succeed): lseek(2) fails with ESPIPE on a zero-copy device and on a
+/// copy-mode one, and a direct splice, whose positions are its own, still works.
+#[test]
+fn char_device_lseek_is_espipe() {
+    for zero_copy in [true, false] {
+        let h = must(Held::start(zero_copy, 0));
+        let mode = if zero_copy { "zero-copy" } else { "copy-mode" };
+        for (whence, name) in [
+            (libc::SEEK_SET, "SEEK_SET"),
+            (libc::SEEK_CUR, "SEEK_CUR"),
+            (libc::SEEK_END, "SEEK_END"),
+        ] {
+            for off in [0i64, 4096] {
+                must(check::errno(
+                    &format!("lseek(/dev/ublkcN of a {mode} device, {off}, {name})"),
+                    ublk_suite::sys::lseek(h.char_fd(), off, whence).map(|p| p as usize),
+                    Errno::ESPIPE,
+                ));
+            }
+        }
+        if zero_copy {
+            let (io, req) = must(h.held_io(None));
+            let out = must(ublk_suite::files::open_rw(&h.backing.path));
+            let mut ring = must(Ring::new());
+            must(check::cqe(
+                "a direct splice from /dev/ublkcN after the refused lseeks",
+                h.splice(
+                    &mut ring,
+                    ublk_splice_pos(0, req.tag, 0),
+                    &out,
+                    REQ_OFF as i64,
+                    REQ as u32,
+                    R2R,
+                ),
+                REQ as i32,
+            ));
+            h.target.release(Release::Commit(REQ as i32));
+            let (got, _) = io.join().expect("the I/O thread").expect("the held READ");
+            assert_eq!(got, REQ);
+        }
+        must(h.finish());
+    }
+}
+
+/// A zero-copy device asks for stable pages (series v3): the page cache must not change
+/// a WRITE's pages while they are lent, maybe to two mirror legs, so
+/// queue/stable_writes reads 1; a copy-mode device, whose server gets a copy, reads 0.
+#[test]
+fn zero_copy_device_has_stable_writes() {
+    for (zero_copy, want) in [(true, "1"), (false, "0")] {
+        let h = must(Held::start(zero_copy, 0));
+        let got = must(ublk_suite::blockio::queue_attr(
+            &h.block_path(),
+            "stable_writes",
+        ));
+        must(h.finish());
+        let mode = if zero_copy { "zero-copy" } else { "copy-mode" };
+        println!("{mode} device: queue/stable_writes {got}");
+        assert_eq!(
+            got, want,
+            "queue/stable_writes of a {mode} device is {got}, expected {want}"
+        );
+    }
 }
 
 /// A request the server already committed: its tag is stale, a splice at it is EINVAL.
@@ -753,7 +880,8 @@ fn failed_requests_reach_the_reader() {
 /// device whose under-fill target fills that READ as `how` says and commits it whole.
 /// Every byte must be the backing data (never the marker: what the pages held before),
 /// and the unfilled rest must come back to the server as a READ of its own, starting
-/// where the filled prefix ended.
+/// where the filled prefix, in whole logical blocks, ended. A READ with nothing filled
+/// fails with EIO instead, and nothing of it comes back.
 fn underfilled_read(how: Underfill) -> Result<()> {
     fresh()?;
     require_splice_zc()?;
@@ -766,6 +894,7 @@ fn underfilled_read(how: Underfill) -> Result<()> {
     cfg.zero_copy = true;
     cfg.depth = 4;
     let dev = Device::start_with(&cfg, t.clone())?;
+    let lbs = ublk_suite::blockio::logical_block_size(&dev.block_path()) as u32;
     let (off, len) = (1u64 << 20, 64usize << 10);
     t.arm(how);
     let f = open_direct(&dev.block_path())?;
@@ -775,10 +904,12 @@ fn underfilled_read(how: Underfill) -> Result<()> {
     let log = t.log();
     let st = dev.stats();
     dev.stop_and_delete()?;
-    println!("{how:?}: READ returned {n:?}; target log {log:?}; server {st:?}");
-    let n = n.context("the O_DIRECT READ")?;
+    println!(
+        "{how:?} (logical block {lbs}): READ returned {n:?}; target log {log:?}; server {st:?}"
+    );
     let want = &data[off as usize..off as usize + len];
     let got = buf.as_slice();
+    // the bytes that still hold the marker where the backing has something else
     let marker: Vec<usize> = got
         .iter()
         .zip(want)
@@ -786,6 +917,30 @@ fn underfilled_read(how: Underfill) -> Result<()> {
         .filter(|(_, (g, w))| **g == 0xa5 && **w != 0xa5)
         .map(|(i, _)| i)
         .collect();
+    let [u] = log.underfilled[..] else {
+        bail!("{how:?}: the target under-filled {:?}", log.underfilled);
+    };
+    let (_, filled) = how.fill(u.nr_sectors << 9, lbs);
+    if how == Underfill::Nothing {
+        match n {
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => {}
+            other => bail!(
+                "{how:?}: a READ committed whole with nothing filled returned {other:?}, \
+                 expected EIO"
+            ),
+        }
+        if !log.remainders.is_empty() {
+            bail!(
+                "{how:?}: the failed READ came back to the server: {:?}",
+                log.remainders
+            );
+        }
+        if let Some(i) = got.iter().position(|&b| b != 0xa5) {
+            bail!("{how:?}: the reader's buffer changed under a READ that failed (first at +{i})");
+        }
+        return Ok(());
+    }
+    let n = n.context("the O_DIRECT READ")?;
     if !marker.is_empty() {
         bail!(
             "{how:?}: {} bytes (first at +{}, last at +{}) still hold the marker: the pages' \
@@ -805,21 +960,15 @@ fn underfilled_read(how: Underfill) -> Result<()> {
     if n != len {
         bail!("{how:?}: the READ returned {n} of {len} bytes");
     }
-    let [u] = log.underfilled[..] else {
-        bail!("{how:?}: the target under-filled {:?}", log.underfilled);
-    };
-    let prefix = u64::from(match how {
-        Underfill::FirstHalf => u.nr_sectors / 2,
-        Underfill::Hole => u.nr_sectors / 4,
-    });
+    let prefix = u64::from(filled >> 9);
     if !log
         .remainders
         .iter()
         .any(|r| r.start_sector == u.start_sector + prefix)
     {
         bail!(
-            "{how:?}: the unfilled rest of {u:?} (from sector {}) was not dispatched again: \
-             remainders {:?}",
+            "{how:?}: the unfilled rest of {u:?} (from sector {}, after the filled prefix of \
+             {filled} bytes) was not dispatched again: remainders {:?}",
             u.start_sector + prefix,
             log.remainders
         );
@@ -842,6 +991,21 @@ fn read_committed_unfilled_never_shows_old_pages() {
 #[test]
 fn read_fill_after_a_hole_does_not_count() {
     must(underfilled_read(Underfill::Hole));
+}
+
+/// The filled prefix counts in whole logical blocks (series v3): the target fills half
+/// a READ, one logical block and 100 bytes, and commits it whole; the kernel completes
+/// the half and the one block, and sends the rest again from the block after them.
+#[test]
+fn read_fill_is_rounded_down_to_the_logical_block() {
+    must(underfilled_read(Underfill::Unaligned));
+}
+
+/// A READ committed whole with nothing filled fails with EIO (series v3; v2 sent it back
+/// to the server), and the reader's buffer is not touched.
+#[test]
+fn read_with_nothing_filled_fails_with_eio() {
+    must(underfilled_read(Underfill::Nothing));
 }
 
 /// FETCH_REQ on a zero-copy device from a queue thread without CAP_SYS_ADMIN in its
