@@ -1,23 +1,35 @@
 #!/usr/bin/env bash
 # Benchmarks ublk copy vs splice zero-copy mode against the kernel loop driver and the
-# backing file, in one boot of a test kernel (criterion measures, in the guest).
+# backing file, in one boot of a test kernel (criterion measures, in the guest), or with
+# --ab in interleaved rounds of fio runs, in each of --boots N boots.
 # Usage: scripts/bench.sh [--smoke] [--kernel patched|base|debug|PATH] [--results DIR]
 #                         [--series PATH | --tree DIR --range A..B]
-#   --smoke    a tiny subset (3 workloads, QD32) that only checks that everything runs
-#   --results  the run directory (default: $ZC_TOP/results/bench[-smoke]); the report is
-#              DIR/results/bench/bench.md and bench.svg
+#                         [--ab [--boots N] [--rounds N] [--ublk PATH] [--label NAME]]
+#   --smoke    a tiny subset (3 workloads) that only checks that everything runs
+#   --results  the run directory (default: $ZC_TOP/results/bench[-ab][-smoke]); the report
+#              is DIR/results/bench/bench.md and bench.svg, with --ab DIR/ab.md
 #   --series, --tree/--range   the revision of the series to build the kernel from, as for
-#              scripts/test.sh (default: patches/); bench.md and revision.txt name it
-# Prints the headline ratios as `RATIO <name> <value>`, one per line. No timing assertions.
+#              scripts/test.sh (default: patches/); the report and revision.txt name it
+#   --ab       interleaved rounds (ublk-bench ab): per-round ratios, medians with intervals
+#   --boots N  --ab: boot N times, one report with the spread between boots (default 1)
+#   --rounds N --ab: rounds per boot (default 6, 2 with --smoke)
+#   --ublk PATH  --ab: the ublk server to measure, e.g. one built for another revision
+#   --label NAME --ab: the boots' label in the report (default: the kernel's name)
+# Prints the headline ratios as `RATIO ...` lines. No timing assertions.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-usage() { sed -n '2,11s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,19s/^# \{0,1\}//p' "$0"; }
 
 smoke=
 kernel=patched
 results=
+ab=
+boots=1
+rounds=
+ublk=
+label=
 while [ $# -gt 0 ]; do
 	case "$1" in
 	-h | --help) usage; exit 0 ;;
@@ -25,17 +37,60 @@ while [ $# -gt 0 ]; do
 	--kernel) [ $# -ge 2 ] || die "--kernel needs a value"; kernel=$2; shift 2 ;;
 	--results) [ $# -ge 2 ] || die "--results needs a value"; results=$2; shift 2 ;;
 	--series | --tree | --range) series_opt "$1" "${2:-}"; shift 2 ;;
+	--ab) ab=1; shift ;;
+	--boots) [ $# -ge 2 ] || die "--boots needs a value"; boots=$2; shift 2 ;;
+	--rounds) [ $# -ge 2 ] || die "--rounds needs a value"; rounds=$2; shift 2 ;;
+	--ublk) [ $# -ge 2 ] || die "--ublk needs a value"; ublk=$2; shift 2 ;;
+	--label) [ $# -ge 2 ] || die "--label needs a value"; label=$2; shift 2 ;;
 	*) die "unexpected argument '$1' (see --help)" ;;
 	esac
 done
-results=${results:-$ZC_TOP/results/bench${smoke:+-smoke}}
+case "$boots" in '' | *[!0-9]* | 0) die "--boots needs a whole number of at least 1, not '$boots'" ;; esac
+if [ -z "$ab" ] && { [ "$boots" != 1 ] || [ -n "$rounds$ublk$label" ]; }; then
+	die "--boots, --rounds, --ublk and --label go with --ab"
+fi
+results=${results:-$ZC_TOP/results/bench${ab:+-ab}${smoke:+-smoke}}
 series_resolve
 timeout=1800
 [ -z "$smoke" ] || timeout=300
 
-say "building ublk-bench (release)"
-(cd "$ZC_TOP" && cargo build --release -q -p ublk-bench) || die "building ublk-bench failed"
+say "building ublk-bench and ublk (release)"
+(cd "$ZC_TOP" && cargo build --release -q -p ublk-bench -p ublk) || die "building ublk-bench failed"
 bench=$ZC_TOP/target/release/ublk-bench
+
+if [ -n "$ab" ]; then
+	ublk=${ublk:-$ZC_TOP/target/release/ublk}
+	[ -x "$ublk" ] || die "--ublk $ublk is not an executable"
+	label=${label:-$kernel}
+	rm -rf "$results"
+	mkdir -p "$results"
+	args=()
+	for i in $(seq 1 "$boots"); do
+		dir=$results/boot-$i
+		mkdir -p "$dir"
+		printf 'host load before\t%s\n' "$(cut -d' ' -f1-3 /proc/loadavg)" >"$dir/host-load.txt"
+		say "boot $i of $boots: the $kernel kernel, interleaved rounds; results in $dir"
+		rc=0
+		"$ZC_TOP/scripts/run-qemu.sh" --kernel "$kernel" --timeout "$timeout" --results "$dir" \
+			--disk-size 1G -- "$bench" ab $smoke --ublk "$ublk" ${rounds:+--rounds "$rounds"} \
+			2>&1 | tee "$dir/vmrun.log" >&2 || rc=$?
+		printf 'host load after\t%s\n' "$(cut -d' ' -f1-3 /proc/loadavg)" >>"$dir/host-load.txt"
+		sed -n 's/^.*vmrun: accelerator:\{0,1\} */accelerator\t/p' "$dir/vmrun.log" | head -n1 >>"$dir/host-load.txt"
+		[ "$rc" -eq 0 ] || die "the guest bench failed (vmrun exit status $rc; see $dir/vmrun.log)"
+		args+=("$label boot $i=$dir/results/ab")
+	done
+	"$bench" ab-report --out "$results/ab.md" "${args[@]}"
+	{
+		echo "kernel: $kernel; server: $ublk"
+		series_describe
+	} >"$results/revision.txt"
+	{
+		printf '\n## Revision under test\n\n'
+		sed 's/^/    /' "$results/revision.txt"
+	} >>"$results/ab.md"
+	say "report: $results/ab.md"
+	exit 0
+fi
 
 rm -rf "$results"
 mkdir -p "$results"

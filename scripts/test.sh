@@ -269,6 +269,8 @@ needs_tree "mutants: broken variants of the series are caught" &&
 # A short bench run, so that the bench cannot rot; it asserts no timing.
 needs_tree "bench: smoke run in the guest (no timing assertions)" &&
 	step "bench: smoke run in the guest (no timing assertions)" "$ZC_TOP/scripts/bench.sh" --smoke
+needs_tree "bench: interleaved smoke run in the guest (no timing assertions)" &&
+	step "bench: interleaved smoke run in the guest (no timing assertions)" "$ZC_TOP/scripts/bench.sh" --ab --smoke
 
 total=$(($(date +%s) - t0))
 say "[${total}s] done"

@@ -102,7 +102,7 @@ impl Live {
     }
 }
 
-fn run(cmd: &str, args: &[&str]) -> Result<String> {
+pub(crate) fn run(cmd: &str, args: &[&str]) -> Result<String> {
     let out = Command::new(cmd)
         .args(args)
         .output()
@@ -173,7 +173,7 @@ fn start(backing: Backing, path: &Path, t: TargetSpec) -> Result<Live> {
 }
 
 /// Creates and fills a backing file of `size` bytes.
-fn make_backing(path: &Path, size: u64, direct: bool) -> Result<()> {
+pub(crate) fn make_backing(path: &Path, size: u64, direct: bool) -> Result<()> {
     let mut f = File::create(path).with_context(|| format!("create {}", path.display()))?;
     let chunk: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8).collect();
     for _ in 0..size >> 20 {
@@ -189,7 +189,7 @@ fn make_backing(path: &Path, size: u64, direct: bool) -> Result<()> {
     Ok(())
 }
 
-fn setup_ext4(mnt: &Path) -> Result<()> {
+pub(crate) fn setup_ext4(mnt: &Path) -> Result<()> {
     let disk = std::env::var("VMRUN_SCRATCH_DISK").map_err(|_| {
         anyhow!("VMRUN_SCRATCH_DISK is not set: run in the guest with a scratch disk")
     })?;

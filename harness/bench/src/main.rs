@@ -2,8 +2,12 @@
 //! the kernel loop driver and the backing file (in the guest: `run`), and
 //! the host-side report (`report`).  scripts/bench.sh drives both.
 
+mod ab;
+mod abreport;
 mod engine;
+mod fio;
 mod guest;
+mod interval;
 mod report;
 mod stats;
 
@@ -35,6 +39,55 @@ enum CliCommand {
     /// On the host: RESULTS_DIR/bench.md and RESULTS_DIR/bench.svg from a run's results;
     /// prints `RATIO name value` lines.
     Report(ReportArgs),
+    /// In the guest, as root: the interleaved bench (every configuration live at once,
+    /// rounds of short fio runs in a fresh order); writes DIR/ab.tsv and DIR/meta.txt.
+    Ab(AbArgs),
+    /// On the host: the interleaved bench's report from one or more boots' results
+    /// (medians of per-round ratios with intervals, the spread between boots, latency
+    /// and cost); prints `RATIO name median lo hi measured|not-measured` lines.
+    AbReport(AbReportArgs),
+}
+
+/// Options of `ublk-bench ab`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+struct AbArgs {
+    /// Where to write ab.tsv and meta.txt [default: $VMRUN_RESULTS/ab].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// The ublk server to measure [default: `ublk` beside this program].
+    #[arg(long, value_name = "PATH")]
+    ublk: Option<PathBuf>,
+    /// Rounds; each runs every workload on every configuration once [default: 6; with
+    /// --smoke: 2].
+    #[arg(long, value_name = "N")]
+    rounds: Option<u32>,
+    /// Seconds of each fio run.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    secs: u32,
+    /// Seed of the rounds' orders [default: from the clock; meta.txt records it].
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
+    /// Size of the backing file and devices, in MiB [default: 256; with --smoke: 64].
+    #[arg(long = "size-mib", value_name = "N")]
+    size_mib: Option<u64>,
+    /// A backing to measure, ext4 (O_DIRECT file on the scratch disk) or tmpfs (buffered);
+    /// repeatable [default: both].
+    #[arg(long, value_name = "NAME")]
+    backing: Vec<String>,
+    /// Three workloads and two rounds: checks that everything runs.
+    #[arg(long)]
+    smoke: bool,
+}
+
+/// Arguments of `ublk-bench ab-report`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+struct AbReportArgs {
+    /// The markdown report to write.
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// Each boot's results, LABEL=DIR (DIR holds ab.tsv and meta.txt).
+    #[arg(value_name = "LABEL=DIR", required = true)]
+    boots: Vec<String>,
 }
 
 /// Options of `ublk-bench run`.
@@ -91,9 +144,97 @@ impl RunArgs {
     }
 }
 
+impl AbArgs {
+    fn opts(&self, vmrun_results: Option<std::ffi::OsString>, seed: u64) -> Result<ab::AbOpts> {
+        let out = match (&self.out, vmrun_results) {
+            (Some(o), _) => o.clone(),
+            (None, Some(r)) => PathBuf::from(r).join("ab"),
+            (None, None) => bail!("no --out and VMRUN_RESULTS is not set"),
+        };
+        let ublk = match &self.ublk {
+            Some(p) => p.clone(),
+            None => std::env::current_exe()
+                .context("the path of ublk-bench")?
+                .with_file_name("ublk"),
+        };
+        let backings = if self.backing.is_empty() {
+            vec![ab::Backing::Ext4Direct, ab::Backing::TmpfsBuffered]
+        } else {
+            self.backing
+                .iter()
+                .map(|b| ab::Backing::parse(b))
+                .collect::<Result<_>>()?
+        };
+        if self.secs == 0 {
+            bail!("--secs must be at least 1");
+        }
+        Ok(ab::AbOpts {
+            out,
+            ublk,
+            rounds: self.rounds.unwrap_or(if self.smoke { 2 } else { 6 }),
+            secs: self.secs,
+            seed: self.seed.unwrap_or(seed),
+            size_mib: self.size_mib.unwrap_or(if self.smoke { 64 } else { 256 }),
+            backings,
+            smoke: self.smoke,
+        })
+    }
+}
+
+fn ab_report(a: &AbReportArgs) -> Result<()> {
+    let mut boots = Vec::new();
+    let mut meta = Vec::new();
+    for b in &a.boots {
+        let (label, dir) = b
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("{b:?} is not LABEL=DIR"))?;
+        let dir = std::path::Path::new(dir);
+        let tsv = dir.join("ab.tsv");
+        let text =
+            std::fs::read_to_string(&tsv).with_context(|| format!("read {}", tsv.display()))?;
+        let rows = abreport::parse_tsv(&text).with_context(|| format!("in {}", tsv.display()))?;
+        if rows.is_empty() {
+            bail!("{} has no measurements", tsv.display());
+        }
+        for f in ["meta.txt", "host-load.txt"] {
+            if let Ok(t) = std::fs::read_to_string(dir.join(f)) {
+                for l in t.lines() {
+                    if let Some((k, v)) = l.split_once('\t') {
+                        meta.push((format!("{label}: {k}"), v.to_string()));
+                    }
+                }
+            }
+        }
+        boots.push(abreport::Boot {
+            label: label.to_string(),
+            rows,
+        });
+    }
+    std::fs::write(&a.out, abreport::markdown(&boots, &meta))
+        .with_context(|| format!("write {}", a.out.display()))?;
+    eprintln!("ublk-bench: wrote {}", a.out.display());
+    for l in abreport::ratio_lines(&boots) {
+        println!("{l}");
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     match Cli::parse().command {
         CliCommand::Run(r) => guest::run_guest(&r.opts(std::env::var_os("VMRUN_RESULTS"))?),
+        CliCommand::Ab(a) => {
+            let seed = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_secs());
+            let o = a.opts(std::env::var_os("VMRUN_RESULTS"), seed)?;
+            eprintln!(
+                "ublk-bench ab: seed {}, server {}",
+                o.seed,
+                o.ublk.display()
+            );
+            ab::run_ab(&o)
+        }
+        CliCommand::AbReport(a) => ab_report(&a),
         CliCommand::Report(ReportArgs {
             dir,
             vmrun_log: log,
@@ -200,6 +341,91 @@ mod tests {
         assert_eq!(o.measure, Duration::from_millis(10));
         assert_eq!(o.warmup, Duration::from_millis(20));
         assert_eq!(o.size_mib, 8);
+    }
+
+    fn ab(args: &[&str]) -> AbArgs {
+        match parse(args).expect("parses").command {
+            CliCommand::Ab(a) => a,
+            c => panic!("not ab: {c:?}"),
+        }
+    }
+
+    #[test]
+    fn ab_defaults_and_options() {
+        let o = ab(&["ab"]).opts(Some("/res".into()), 42).expect("opts");
+        assert_eq!(o.out, PathBuf::from("/res/ab"));
+        assert_eq!(o.ublk.file_name().and_then(|n| n.to_str()), Some("ublk"));
+        assert_eq!((o.rounds, o.secs, o.seed, o.size_mib), (6, 1, 42, 256));
+        assert_eq!(
+            o.backings,
+            vec![ab::Backing::Ext4Direct, ab::Backing::TmpfsBuffered]
+        );
+        assert!(!o.smoke);
+        let o = ab(&["ab", "--smoke"])
+            .opts(Some("/r".into()), 1)
+            .expect("opts");
+        assert_eq!((o.rounds, o.size_mib), (2, 64));
+        let o = ab(&[
+            "ab",
+            "--out",
+            "/o",
+            "--ublk",
+            "/v2/ublk",
+            "--rounds",
+            "9",
+            "--secs",
+            "2",
+            "--seed",
+            "7",
+            "--size-mib",
+            "128",
+            "--backing",
+            "tmpfs",
+        ])
+        .opts(None, 1)
+        .expect("opts");
+        assert_eq!(o.out, PathBuf::from("/o"));
+        assert_eq!(o.ublk, PathBuf::from("/v2/ublk"));
+        assert_eq!((o.rounds, o.secs, o.seed, o.size_mib), (9, 2, 7, 128));
+        assert_eq!(o.backings, vec![ab::Backing::TmpfsBuffered]);
+        let e = ab(&["ab", "--backing", "xfs"])
+            .opts(Some("/r".into()), 1)
+            .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("unknown backing \"xfs\""),
+            "{e:#}"
+        );
+        let e = ab(&["ab", "--secs", "0"])
+            .opts(Some("/r".into()), 1)
+            .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("--secs must be at least 1"),
+            "{e:#}"
+        );
+        let e = ab(&["ab"]).opts(None, 1).unwrap_err();
+        assert!(format!("{e:#}").contains("no --out and VMRUN_RESULTS is not set"));
+    }
+
+    #[test]
+    fn ab_report_args() {
+        match parse(&["ab-report", "--out", "/r/ab.md", "v2=/a", "v3=/b"])
+            .expect("parses")
+            .command
+        {
+            CliCommand::AbReport(a) => {
+                assert_eq!(a.out, PathBuf::from("/r/ab.md"));
+                assert_eq!(a.boots, vec!["v2=/a".to_string(), "v3=/b".to_string()]);
+            }
+            c => panic!("not ab-report: {c:?}"),
+        }
+        let e = parse(&["ab-report", "--out", "/r"]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::MissingRequiredArgument);
+        let e = ab_report(&AbReportArgs {
+            out: "/nonexistent/ab.md".into(),
+            boots: vec!["nolabel".into()],
+        })
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("is not LABEL=DIR"), "{e:#}");
     }
 
     #[test]
