@@ -61,7 +61,14 @@ bench=$ZC_TOP/target/release/ublk-bench
 if [ -n "$ab" ]; then
 	ublk=${ublk:-$ZC_TOP/target/release/ublk}
 	[ -x "$ublk" ] || die "--ublk $ublk is not an executable"
-	label=${label:-$kernel}
+	# A kernel given by path is labelled by its release, read from the image.
+	if [ -z "$label" ]; then
+		case "$kernel" in
+		base | patched | debug) label=$kernel ;;
+		*) label=$(file -bL "$kernel" 2>/dev/null | sed -n 's/.*version \([^ ]*\).*/\1/p') ;;
+		esac
+		label=${label:-kernel}
+	fi
 	rm -rf "$results"
 	mkdir -p "$results"
 	args=()

@@ -74,7 +74,7 @@ struct AbArgs {
     /// repeatable [default: both].
     #[arg(long, value_name = "NAME")]
     backing: Vec<String>,
-    /// Three workloads and two rounds: checks that everything runs.
+    /// Two workloads and two rounds: checks that everything runs.
     #[arg(long)]
     smoke: bool,
 }
