@@ -62,8 +62,8 @@ impl Backing {
 /// The configurations of every round.
 pub const CONFIGS: [&str; 4] = ["file", "loop", "copy", "zc"];
 
-/// The workloads: the headline ones (512K sequential at QD16, 4K random at QD32) and the
-/// QD1 latency ones.
+/// The workloads: the headline ones (512K sequential at QD16, 4K random at QD32), the QD1
+/// latency ones, and page-cache writes with fdatasync (the cost of stable pages).
 pub fn jobs(smoke: bool) -> Vec<Job> {
     let all = vec![
         Job {
@@ -94,6 +94,11 @@ pub fn jobs(smoke: bool) -> Vec<Job> {
         Job {
             rw: "randwrite",
             bs: 4 << 10,
+            qd: 1,
+        },
+        Job {
+            rw: "pcwrite",
+            bs: 64 << 10,
             qd: 1,
         },
     ];
@@ -414,7 +419,8 @@ mod tests {
                 "randread-4k-qd32",
                 "randwrite-4k-qd32",
                 "randread-4k-qd1",
-                "randwrite-4k-qd1"
+                "randwrite-4k-qd1",
+                "pcwrite-64k-sync16"
             ]
         );
         let smoke: Vec<_> = jobs(true).iter().map(|j| j.name()).collect();

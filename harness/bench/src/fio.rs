@@ -8,7 +8,9 @@ use std::path::Path;
 /// One fio workload: its access pattern, block size and queue depth.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Job {
-    /// fio's --rw: read, write, randread, randwrite.
+    /// fio's --rw: read, write, randread, randwrite; or pcwrite: sequential writes through
+    /// the device's page cache, fdatasync every 16, over the first 32 MiB again and again,
+    /// so that pages are rewritten while under writeback (what stable pages make wait).
     pub rw: &'static str,
     pub bs: u64,
     pub qd: u32,
@@ -20,6 +22,7 @@ impl Job {
         let pat = match self.rw {
             "read" => "seqread",
             "write" => "seqwrite",
+            "pcwrite" => return format!("pcwrite-{}k-sync16", self.bs >> 10),
             other => other,
         };
         format!("{pat}-{}k-qd{}", self.bs >> 10, self.qd)
@@ -32,15 +35,16 @@ impl Job {
     /// The arguments of a time-based run of `secs` seconds on `file` (the first `size`
     /// bytes), io_uring engine, O_DIRECT unless `direct` is false (a tmpfs file).
     pub fn args(&self, file: &Path, size: u64, secs: u32, direct: bool) -> Vec<String> {
-        vec![
+        let pc = self.rw == "pcwrite";
+        let mut a = vec![
             "--name=ab".into(),
             format!("--filename={}", file.display()),
             "--ioengine=io_uring".into(),
-            format!("--direct={}", u8::from(direct)),
-            format!("--rw={}", self.rw),
+            format!("--direct={}", u8::from(direct && !pc)),
+            format!("--rw={}", if pc { "write" } else { self.rw }),
             format!("--bs={}", self.bs),
             format!("--iodepth={}", self.qd),
-            format!("--size={size}"),
+            format!("--size={}", if pc { size.min(32 << 20) } else { size }),
             format!("--runtime={secs}"),
             "--time_based=1".into(),
             "--numjobs=1".into(),
@@ -49,7 +53,11 @@ impl Job {
             "--clat_percentiles=1".into(),
             "--percentile_list=50:99".into(),
             "--output-format=json".into(),
-        ]
+        ];
+        if pc {
+            a.push("--fdatasync=16".into());
+        }
+        a
     }
 }
 
@@ -186,6 +194,26 @@ mod tests {
         }
         let a = j.args(Path::new("/tmp/f"), 1 << 20, 1, false);
         assert!(a.iter().any(|x| x == "--direct=0"));
+    }
+
+    #[test]
+    fn page_cache_writes() {
+        let j = Job {
+            rw: "pcwrite",
+            bs: 64 << 10,
+            qd: 1,
+        };
+        assert_eq!(j.name(), "pcwrite-64k-sync16");
+        assert!(j.is_write());
+        let a = j.args(Path::new("/dev/ublkb0"), 1 << 28, 1, true);
+        for want in [
+            "--direct=0",
+            "--rw=write",
+            "--size=33554432",
+            "--fdatasync=16",
+        ] {
+            assert!(a.iter().any(|x| x == want), "{want} not in {a:?}");
+        }
     }
 
     #[test]
