@@ -31,8 +31,21 @@
 //! allows from the inputs and, past io_uring's checks, from the state of the request
 //! at that tag: known when it was held all through the splice, racy otherwise (being
 //! committed, a new request not yet seen by the target, a queue being aborted), where
-//! the union of the outcomes of the states it can be in is allowed.  Anything else
-//! fails the test with the seed, the splice's number, its inputs and the state.
+//! the union of the outcomes of the states it can be in is allowed (EINVAL, or what a
+//! request of the queue's recent I/Os that the splice fits would give); once a dead
+//! queue's abort is done (/sys/block/ublkbN gone), only EINVAL.  Anything else fails
+//! the test with the seed, the splice's number, its inputs, the state and what the
+//! queues' target saw last.  Not in docs/contract.md but modelled: a socket refuses a
+//! position other than 0 with ESPIPE in its own ->read_iter/->write_iter, after the
+//! lend, as it does for IORING_OP_READ/WRITE.
+//!
+//! What keeps the state known: an I/O never splits (it ends within max_sectors of the
+//! 4 KiB block it starts in: the block layer splits at a physical block boundary), the
+//! block device keeps an opener all round (its last close drops its page cache, and a
+//! later read would be a request of no I/O thread's), readahead is off, and what
+//! splices dirty in /dev/ublkbN is written back at the round's end only (no periodic
+//! flusher, a large min_ratio).  The target fails the test if an I/O was split, and
+//! says so if it saw a request of no I/O thread's.
 //!
 //! Data: a WRITE splice's bytes are read back from the destination file (tmpfs, ext4,
 //! the block device's page cache) and must be the request's (every WRITE I/O has data
