@@ -1,7 +1,8 @@
 //! Edges of series v3 on a request the test server holds ([`zc_fixtures::Held`]):
 //!
 //! - lend positions: `splice_off_in` of -2, and near LLONG_MAX so that pos + len
-//!   overflows, are EINVAL, and nothing reaches the destination (WRITE) or the request
+//!   overflows, and the same positions of the destination (`off`, and -1), are EINVAL,
+//!   and nothing reaches the destination (WRITE) or the request
 //!   (READ_TO_READ: the READ committed whole afterwards fails with EIO, nothing was
 //!   filled); `ublk_splice_pos()` of a tag or an offset out of its field's range is
 //!   UBLK_SPLICE_POS_INVALID (~0), which the splice refuses with EINVAL;
@@ -63,7 +64,22 @@ fn bad_positions(tag: u16) -> Vec<(String, i64)> {
     ]
 }
 
-/// Lend positions out of range, both directions: EINVAL, and nothing moved.
+/// Positions of the destination file (the sqe's `off`) that the lend path must refuse
+/// before any I/O: negative (-1 is no position for a direct splice), and so near
+/// LLONG_MAX that pos + len overflows.
+fn bad_file_positions() -> Vec<(String, i64)> {
+    vec![
+        ("at off = -1".to_string(), -1),
+        ("at off = -2".to_string(), -2),
+        (
+            format!("at off = LLONG_MAX - {} (off + len overflows)", REQ - 1),
+            i64::MAX - (REQ as i64 - 1),
+        ),
+    ]
+}
+
+/// Lend positions out of range, both directions, on either side: EINVAL, and nothing
+/// moved.
 #[test]
 fn lend_positions_out_of_range_are_einval() {
     zc_test("lend_positions", 120, || {
@@ -104,12 +120,30 @@ fn lend_positions_out_of_range_are_einval() {
                 errs.push(format!("{e:#}"));
             }
         }
+        let pos = ublk_splice_pos(0, req.tag, 0) as i64;
+        for (what, off) in bad_file_positions() {
+            let r = ring.splice(&Splice::new(
+                h.char_fd(),
+                pos,
+                fdst.as_fd(),
+                off,
+                REQ as u32,
+                DIRECT,
+            ))?;
+            println!("WRITE, destination {what}: {}", res(r));
+            if let Err(e) = check::cqe(
+                &format!("WRITE lend to the destination {what}"),
+                r,
+                -libc::EINVAL,
+            ) {
+                errs.push(format!("{e:#}"));
+            }
+        }
         let got = ublk_suite::files::read_file(&dst)?;
         if let Err(e) = check_bytes("the destination after the refused splices", 0, &got, &old) {
             errs.push(format!("{e:#}"));
         }
         // control: the request at its real position does reach it
-        let pos = ublk_splice_pos(0, req.tag, 0) as i64;
         let r = ring.splice(&Splice::new(
             h.char_fd(),
             pos,
@@ -149,6 +183,25 @@ fn lend_positions_out_of_range_are_einval() {
             ))?;
             println!("READ_TO_READ, {what}: {}", res(r));
             if let Err(e) = check::cqe(&format!("READ_TO_READ lend at {what}"), r, -libc::EINVAL) {
+                errs.push(format!("{e:#}"));
+            }
+        }
+        let pos = ublk_splice_pos(0, req.tag, 0) as i64;
+        for (what, off) in bad_file_positions() {
+            let r = ring.splice(&Splice::new(
+                h.char_fd(),
+                pos,
+                fsrc.as_fd(),
+                off,
+                REQ as u32,
+                R2R,
+            ))?;
+            println!("READ_TO_READ, destination {what}: {}", res(r));
+            if let Err(e) = check::cqe(
+                &format!("READ_TO_READ lend from the destination {what}"),
+                r,
+                -libc::EINVAL,
+            ) {
                 errs.push(format!("{e:#}"));
             }
         }
