@@ -6,7 +6,9 @@
 //! One zero-copy device (2 queues of 8 tags, requests of at most 64 KiB, a tmpfs backing)
 //! is served by [`RaceTarget`], which holds data requests on the server's own ring (a read
 //! of the tag's pipe, 0 to 3 ms, never blocking the queue thread) before serving and
-//! committing them.  For `UBLK_ZC_RACE_SECS` (default 20) seconds, with iteration caps:
+//! committing them.  For `UBLK_ZC_RACE_SECS` (default 20) seconds, up to twice as long
+//! while an outcome the test needs has not been seen yet (a slow kernel), with iteration
+//! caps:
 //!
 //! - four block I/O threads write and read back O_DIRECT ranges of regions of their own,
 //!   each sector tagged with its offset and a seed, checked on every read and at the end;
@@ -266,16 +268,15 @@ impl RaceTarget {
         self.release(true)
     }
 
-    /// Claims a random held request that is not due yet and has not been lent too often:
-    /// it is not released before [`RaceTarget::unclaim`].  (Claims do not keep a request
-    /// held for long: block I/O must flow, and the elevator switch drains the queue.)
+    /// Claims a random held request that has not been lent too often: it is not released
+    /// before [`RaceTarget::unclaim`].  (Claims do not keep a request held for long: block
+    /// I/O must flow, and the elevator switch drains the queue.)
     fn claim(&self, rng: &mut Rng) -> Option<(usize, Request)> {
-        let now = Instant::now();
         let mut t = lock(&self.table);
         let held: Vec<usize> = (0..SLOTS)
             .filter(|&i| {
                 let s = &t.slots[i];
-                s.held.is_some() && s.release_at > now && s.lends < LENDS_PER_HOLD
+                s.held.is_some() && s.lends < LENDS_PER_HOLD
             })
             .collect();
         if held.is_empty() {
@@ -378,9 +379,15 @@ struct Ctx {
     stop: AtomicBool,
     /// The releaser stops (after everything else).
     stop_releaser: AtomicBool,
+    /// The outcomes seen so far (SEEN_*), for racing a little longer on a slow kernel.
+    seen: AtomicU64,
 }
 
 impl Ctx {
+    fn saw(&self, bits: u64) {
+        self.seen.fetch_or(bits, Ordering::Relaxed);
+    }
+
     fn stopped(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
     }
@@ -449,6 +456,36 @@ impl Counts {
         self.any_einval += o.any_einval;
         self.after_free += o.after_free;
         self.invalid_einval += o.invalid_einval;
+    }
+}
+
+const SEEN_LIVE_WRITE: u64 = 1 << 0;
+const SEEN_LIVE_READ: u64 = 1 << 1;
+const SEEN_RACY_OK: u64 = 1 << 2;
+const SEEN_STALE: u64 = 1 << 3;
+const SEEN_AFTER_FREE: u64 = 1 << 4;
+const SEEN_INVALID: u64 = 1 << 5;
+const SEEN_TO_SCHED: u64 = 1 << 6;
+const SEEN_TO_NONE: u64 = 1 << 7;
+const SEEN_WRITE: u64 = 1 << 8;
+const SEEN_READ: u64 = 1 << 9;
+/// What the elevator switch gives.
+const SEEN_SWITCHED: u64 = SEEN_AFTER_FREE | SEEN_TO_SCHED | SEEN_TO_NONE;
+const SEEN_ALL: u64 = (1 << 10) - 1;
+
+impl Counts {
+    fn seen(&self) -> u64 {
+        [
+            (self.live_write, SEEN_LIVE_WRITE),
+            (self.live_read, SEEN_LIVE_READ),
+            (self.racy_ok, SEEN_RACY_OK),
+            (self.racy_einval + self.any_einval, SEEN_STALE),
+            (self.after_free, SEEN_AFTER_FREE),
+            (self.invalid_einval, SEEN_INVALID),
+        ]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .fold(0, |a, (_, b)| a | b)
     }
 }
 
@@ -837,6 +874,7 @@ fn splicer(ctx: &Ctx, id: u64, seed: u64) -> Result<Counts> {
         } else {
             s.invalid()?;
         }
+        ctx.saw(s.c.seen());
     }
     Ok(s.c)
 }
@@ -871,6 +909,7 @@ fn worker(ctx: &Ctx, w: u64, seed: u64) -> Result<(u64, u64)> {
             )?;
             seeds[first..first + nsec].fill(s);
             writes += 1;
+            ctx.saw(SEEN_WRITE);
         } else {
             let b = &mut buf.as_mut_slice()[..len];
             full_read_at(&f, b, at, &format!("worker {w}: READ"))?;
@@ -881,6 +920,7 @@ fn worker(ctx: &Ctx, w: u64, seed: u64) -> Result<(u64, u64)> {
                 &seeds[first..first + nsec],
             )?;
             reads += 1;
+            ctx.saw(SEEN_READ);
         }
     }
     for chunk in 0..REGION / REQ_MAX as u64 {
@@ -924,8 +964,8 @@ fn schedulers(path: &Path) -> Result<(String, Vec<String>)> {
     Ok((active, all))
 }
 
-/// Switches between `none` and each of `scheds` in turn until told to stop, pausing 0 to
-/// 10 ms between switches; each switch must take (read back) and succeed.
+/// Switches between `none` and each of `scheds` in turn until told to stop, dwelling 200
+/// to 600 ms in each; each switch must take (read back) and succeed.
 fn switcher(ctx: &Ctx, path: &Path, scheds: &[String], seed: u64) -> Result<Switches> {
     let mut rng = Rng::new(seed);
     let mut sw = Switches::default();
@@ -957,12 +997,16 @@ fn switcher(ctx: &Ctx, path: &Path, scheds: &[String], seed: u64) -> Result<Swit
             .store(epoch_word(seq, now != "none"), Ordering::SeqCst);
         if now == "none" {
             sw.to_none += 1;
+            ctx.saw(SEEN_TO_NONE);
         } else {
             sw.to_sched += 1;
+            ctx.saw(SEEN_TO_SCHED);
         }
         sw.longest = sw.longest.max(took);
         active = now;
-        std::thread::sleep(Duration::from_micros(rng.below(10_000)));
+        // dwell: requests must be dispatched (and planned) under each elevator, not
+        // only while a switch drains the queue
+        std::thread::sleep(Duration::from_millis(200 + rng.below(400)));
     }
     Ok(sw)
 }
@@ -1115,6 +1159,7 @@ fn race() -> Result<()> {
         epoch: epoch.clone(),
         stop: AtomicBool::new(false),
         stop_releaser: AtomicBool::new(false),
+        seen: AtomicU64::new(0),
     });
     let stop_all = StopAll(ctx.clone());
     target.set_holding(true);
@@ -1150,8 +1195,22 @@ fn race() -> Result<()> {
         })?),
     };
 
-    let deadline = t0 + Duration::from_secs(secs);
-    while Instant::now() < deadline && !ctx.stopped() {
+    // `secs` of racing; up to twice as long while an outcome the test needs has not been
+    // seen yet (a slow kernel), then the end (which fails if it still has not)
+    let want = match no_sched {
+        Some(_) => SEEN_ALL & !SEEN_SWITCHED,
+        None => SEEN_ALL,
+    };
+    let (deadline, hard) = (
+        t0 + Duration::from_secs(secs),
+        t0 + Duration::from_secs(2 * secs),
+    );
+    while !ctx.stopped() {
+        let now = Instant::now();
+        let all = ctx.seen.load(Ordering::Relaxed) & want == want;
+        if now >= hard || (now >= deadline && all) {
+            break;
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
     let raced = t0.elapsed();
@@ -1254,5 +1313,9 @@ fn race() -> Result<()> {
 #[test]
 fn lookup_races_commit_and_elevator_switch() {
     let secs = race_secs().unwrap_or(20);
-    zc_test("lookup_races_commit_and_elevator_switch", secs + 240, race)
+    zc_test(
+        "lookup_races_commit_and_elevator_switch",
+        2 * secs + 240,
+        race,
+    )
 }
