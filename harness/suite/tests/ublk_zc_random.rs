@@ -1849,13 +1849,16 @@ fn round(
     cfg.nr_queues = nr_q as u16;
     cfg.depth = depth;
     cfg.max_io_buf_bytes = REQ_MAX as u32;
+    let t_start = Instant::now();
     let dev = Device::start_with(&cfg, target)?;
     // dropped before the device: nothing stays held when a round ends early
     let _release = ReleaseOnDrop(w.clone());
     let id = dev.id();
     let bpath = wait_block_node(id, Duration::from_secs(10))?;
+    // readahead: large for the reads that fill the page cache below (a few requests
+    // per MiB, not one per page), then off
     let ra = format!("/sys/block/ublkb{id}/queue/read_ahead_kb");
-    std::fs::write(&ra, "0").with_context(|| format!("writing 0 to {ra}"))?;
+    std::fs::write(&ra, "1024").with_context(|| format!("writing 1024 to {ra}"))?;
     // no background writeback of the pages splices dirty in the block device: this
     // device's share of the dirty threshold is large (and the flusher's periodic run
     // is off for the test, see random_body), so they are written at the round's end
@@ -1875,6 +1878,7 @@ fn round(
                 .context("reading the block device into the page cache")?;
         }
     }
+    std::fs::write(&ra, "0").with_context(|| format!("writing 0 to {ra}"))?;
     let char_fd = dev
         .char_fd()
         .ok_or_else(|| anyhow!("no /dev/ublkcN"))?
@@ -1889,6 +1893,7 @@ fn round(
             ""
         }
     ));
+    let t_up = t_start.elapsed();
     let t0 = Instant::now();
     w.started.store(true, Ordering::SeqCst);
     w.holding.store(true, Ordering::SeqCst);
@@ -2031,7 +2036,9 @@ fn round(
     let took = t0.elapsed();
     let errors = lock(&w.errors).clone();
     let foreign = lock(&w.foreign).clone();
+    let t_del = Instant::now();
     let del = dev.stop_and_delete();
+    let t_del = t_del.elapsed();
     match del {
         Ok(()) => {}
         Err(e)
@@ -2077,10 +2084,13 @@ fn round(
         ));
     }
     let line = format!(
-        "round {r}: {n} splices in {:.1} s ({:.0} us each){}",
+        "round {r}: {n} splices in {:.1} s ({:.0} us each){}; device up in {:.1} s, deleted in \
+         {:.1} s",
         took.as_secs_f64(),
         took.as_secs_f64() * 1e6 / n.max(1) as f64,
-        if abort { ", aborted" } else { "" }
+        if abort { ", aborted" } else { "" },
+        t_up.as_secs_f64(),
+        t_del.as_secs_f64()
     );
     println!("{line}");
     note(&line);
