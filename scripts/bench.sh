@@ -4,7 +4,8 @@
 # --ab in interleaved rounds of fio runs, in each of --boots N boots.
 # Usage: scripts/bench.sh [--smoke] [--kernel patched|base|debug|PATH] [--results DIR]
 #                         [--series PATH | --tree DIR --range A..B]
-#                         [--ab [--boots N] [--rounds N] [--ublk PATH] [--label NAME]]
+#                         [--ab [--boots N] [--rounds N] [--ublk PATH] [--label NAME]
+#                               [--workload NAME]...]
 #   --smoke    a tiny subset (3 workloads) that only checks that everything runs
 #   --results  the run directory (default: $ZC_TOP/results/bench[-ab][-smoke]); the report
 #              is DIR/results/bench/bench.md and bench.svg, with --ab DIR/ab.md
@@ -15,12 +16,13 @@
 #   --rounds N --ab: rounds per boot (default 6, 2 with --smoke)
 #   --ublk PATH  --ab: the ublk server to measure, e.g. one built for another revision
 #   --label NAME --ab: the boots' label in the report (default: the kernel's name)
+#   --workload NAME  --ab: only this workload (repeatable; ublk-bench ab --help lists them)
 # Prints the headline ratios as `RATIO ...` lines. No timing assertions.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-usage() { sed -n '2,19s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,21s/^# \{0,1\}//p' "$0"; }
 
 smoke=
 kernel=patched
@@ -30,6 +32,7 @@ boots=1
 rounds=
 ublk=
 label=
+workloads=()
 while [ $# -gt 0 ]; do
 	case "$1" in
 	-h | --help) usage; exit 0 ;;
@@ -42,12 +45,13 @@ while [ $# -gt 0 ]; do
 	--rounds) [ $# -ge 2 ] || die "--rounds needs a value"; rounds=$2; shift 2 ;;
 	--ublk) [ $# -ge 2 ] || die "--ublk needs a value"; ublk=$2; shift 2 ;;
 	--label) [ $# -ge 2 ] || die "--label needs a value"; label=$2; shift 2 ;;
+	--workload) [ $# -ge 2 ] || die "--workload needs a value"; workloads+=(--workload "$2"); shift 2 ;;
 	*) die "unexpected argument '$1' (see --help)" ;;
 	esac
 done
 case "$boots" in '' | *[!0-9]* | 0) die "--boots needs a whole number of at least 1, not '$boots'" ;; esac
-if [ -z "$ab" ] && { [ "$boots" != 1 ] || [ -n "$rounds$ublk$label" ]; }; then
-	die "--boots, --rounds, --ublk and --label go with --ab"
+if [ -z "$ab" ] && { [ "$boots" != 1 ] || [ -n "$rounds$ublk$label${workloads[*]}" ]; }; then
+	die "--boots, --rounds, --ublk, --label and --workload go with --ab"
 fi
 results=${results:-$ZC_TOP/results/bench${ab:+-ab}${smoke:+-smoke}}
 series_resolve
@@ -79,7 +83,7 @@ if [ -n "$ab" ]; then
 		say "boot $i of $boots: the $kernel kernel, interleaved rounds; results in $dir"
 		rc=0
 		"$ZC_TOP/scripts/run-qemu.sh" --kernel "$kernel" --timeout "$timeout" --results "$dir" \
-			--disk-size 1G -- "$bench" ab $smoke --ublk "$ublk" ${rounds:+--rounds "$rounds"} \
+			--disk-size 1G -- "$bench" ab $smoke --ublk "$ublk" ${rounds:+--rounds "$rounds"} "${workloads[@]}" \
 			2>&1 | tee "$dir/vmrun.log" >&2 || rc=$?
 		printf 'host load after\t%s\n' "$(cut -d' ' -f1-3 /proc/loadavg)" >>"$dir/host-load.txt"
 		sed -n 's/^.*vmrun: accelerator:\{0,1\} */accelerator\t/p' "$dir/vmrun.log" | head -n1 >>"$dir/host-load.txt"

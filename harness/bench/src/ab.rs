@@ -29,6 +29,8 @@ pub struct AbOpts {
     pub seed: u64,
     pub size_mib: u64,
     pub backings: Vec<Backing>,
+    /// Only these workloads (report names); empty: all.
+    pub workloads: Vec<String>,
     pub smoke: bool,
 }
 
@@ -258,7 +260,13 @@ pub fn run_ab(o: &AbOpts) -> Result<()> {
         .context("a kprobe on io_wq_submit_work (io-wq punts)")?;
     let hz = user_hz();
     let size = o.size_mib << 20;
-    let jobs = jobs(o.smoke);
+    let jobs: Vec<Job> = jobs(o.smoke)
+        .into_iter()
+        .filter(|j| o.workloads.is_empty() || o.workloads.contains(&j.name()))
+        .collect();
+    if jobs.is_empty() {
+        bail!("no workload left to run: {:?}", o.workloads);
+    }
 
     let mut meta = File::create(o.out.join("meta.txt")).context("create meta.txt")?;
     writeln!(meta, "release\t{}", run("uname", &["-r"])?)?;

@@ -74,6 +74,10 @@ struct AbArgs {
     /// repeatable [default: both].
     #[arg(long, value_name = "NAME")]
     backing: Vec<String>,
+    /// A workload to run, by its report name (e.g. randread-4k-qd32); repeatable
+    /// [default: every one].
+    #[arg(long, value_name = "NAME")]
+    workload: Vec<String>,
     /// Two workloads and two rounds: checks that everything runs.
     #[arg(long)]
     smoke: bool,
@@ -168,6 +172,10 @@ impl AbArgs {
         if self.secs == 0 {
             bail!("--secs must be at least 1");
         }
+        let known: Vec<String> = ab::jobs(false).iter().map(|j| j.name()).collect();
+        if let Some(w) = self.workload.iter().find(|w| !known.contains(w)) {
+            bail!("unknown workload {w:?}: one of {}", known.join(", "));
+        }
         Ok(ab::AbOpts {
             out,
             ublk,
@@ -176,6 +184,7 @@ impl AbArgs {
             seed: self.seed.unwrap_or(seed),
             size_mib: self.size_mib.unwrap_or(if self.smoke { 64 } else { 256 }),
             backings,
+            workloads: self.workload.clone(),
             smoke: self.smoke,
         })
     }
@@ -393,6 +402,23 @@ mod tests {
             .unwrap_err();
         assert!(
             format!("{e:#}").contains("unknown backing \"xfs\""),
+            "{e:#}"
+        );
+        let o = ab(&[
+            "ab",
+            "--workload",
+            "randread-4k-qd32",
+            "--workload",
+            "pcwrite-64k-sync16",
+        ])
+        .opts(Some("/r".into()), 1)
+        .expect("opts");
+        assert_eq!(o.workloads, ["randread-4k-qd32", "pcwrite-64k-sync16"]);
+        let e = ab(&["ab", "--workload", "randread-4k"])
+            .opts(Some("/r".into()), 1)
+            .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("unknown workload \"randread-4k\": one of seqread-512k-qd16"),
             "{e:#}"
         );
         let e = ab(&["ab", "--secs", "0"])
