@@ -16,7 +16,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use ublk_suite::blockio::Rng;
 
 use crate::fio::{self, Job};
-use crate::guest::{make_backing, run, setup_ext4};
+use crate::guest::{guest_accel, make_backing, require_root, run, setup_ext4};
 use crate::stats::{user_hz, CpuTicks, KprobeCounter};
 
 /// Options of `ublk-bench ab`.
@@ -145,19 +145,7 @@ fn ublk_add(ublk: &Path, backing: &Path, zc: bool, buffered: bool, id: u32) -> R
     if buffered {
         args.push("--buffered-io");
     }
-    let out = Command::new(ublk)
-        .args(&args)
-        .output()
-        .with_context(|| format!("run {}", ublk.display()))?;
-    if !out.status.success() {
-        bail!(
-            "{} {} failed ({}): {}",
-            ublk.display(),
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
+    run(&ublk.to_string_lossy(), &args)?;
     let dev = PathBuf::from(format!("/dev/ublkb{id}"));
     for _ in 0..100 {
         if dev.exists() {
@@ -217,18 +205,7 @@ fn stop_all(o: &AbOpts, live: Vec<Live>) -> Result<()> {
     let mut first_err = None;
     for l in live {
         let r = if let Some(id) = l.ublk_id {
-            let id = id.to_string();
-            Command::new(&o.ublk)
-                .args(["del", "-n", &id])
-                .status()
-                .context("ublk del")
-                .and_then(|s| {
-                    if s.success() {
-                        Ok(())
-                    } else {
-                        Err(anyhow!("ublk del -n {id}: {s}"))
-                    }
-                })
+            run(&o.ublk.to_string_lossy(), &["del", "-n", &id.to_string()]).map(|_| ())
         } else if let Some(d) = &l.loopdev {
             run("losetup", &["-d", d]).map(|_| ())
         } else {
@@ -243,12 +220,7 @@ fn stop_all(o: &AbOpts, live: Vec<Live>) -> Result<()> {
 
 /// Runs the rounds and writes `ab.tsv` and `meta.txt` to `o.out`.
 pub fn run_ab(o: &AbOpts) -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!(
-            "the bench needs root (ublk, losetup, mkfs): run it in the guest via scripts/bench.sh"
-        );
-    }
+    require_root()?;
     if !o.ublk.is_file() {
         bail!("no ublk server at {}", o.ublk.display());
     }
@@ -270,16 +242,7 @@ pub fn run_ab(o: &AbOpts) -> Result<()> {
 
     let mut meta = File::create(o.out.join("meta.txt")).context("create meta.txt")?;
     writeln!(meta, "release\t{}", run("uname", &["-r"])?)?;
-    let clocksource = std::fs::read_to_string(
-        "/sys/devices/system/clocksource/clocksource0/available_clocksource",
-    )
-    .unwrap_or_default();
-    let accel = if clocksource.contains("kvm-clock") {
-        "kvm"
-    } else {
-        "tcg (no kvm-clock)"
-    };
-    writeln!(meta, "guest_accel\t{accel}")?;
+    writeln!(meta, "guest_accel\t{}", guest_accel())?;
     writeln!(
         meta,
         "cpus\t{}",

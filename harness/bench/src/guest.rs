@@ -285,24 +285,35 @@ fn iowq_workers() -> usize {
         .unwrap_or(0)
 }
 
-pub fn run_guest(o: &Opts) -> Result<()> {
+/// The bench needs root in the guest (ublk, losetup, mkfs).
+pub(crate) fn require_root() -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!(
             "the bench needs root (ublk, losetup, mkfs): run it in the guest via scripts/bench.sh"
         );
     }
-    std::fs::create_dir_all(&o.out).with_context(|| format!("mkdir {}", o.out.display()))?;
-    let release = run("uname", &["-r"])?;
+    Ok(())
+}
+
+/// The accelerator as the guest sees it: kvm-clock is offered only under KVM.
+pub(crate) fn guest_accel() -> &'static str {
     let clocksource = std::fs::read_to_string(
         "/sys/devices/system/clocksource/clocksource0/available_clocksource",
     )
     .unwrap_or_default();
-    let guest_accel = if clocksource.contains("kvm-clock") {
+    if clocksource.contains("kvm-clock") {
         "kvm"
     } else {
         "tcg (no kvm-clock)"
-    };
+    }
+}
+
+pub fn run_guest(o: &Opts) -> Result<()> {
+    require_root()?;
+    std::fs::create_dir_all(&o.out).with_context(|| format!("mkdir {}", o.out.display()))?;
+    let release = run("uname", &["-r"])?;
+    let guest_accel = guest_accel();
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
