@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Benchmarks ublk copy vs splice zero-copy mode against the kernel loop driver and the
 # backing file, in one boot of a test kernel (criterion measures, in the guest), or with
-# --ab in interleaved rounds of fio runs, in each of --boots N boots.
+# --ab in interleaved rounds of fio and its own engine, in each of --boots N boots.
 # Usage: scripts/bench.sh [--smoke] [--kernel patched|base|debug|PATH] [--results DIR]
 #                         [--series PATH | --tree DIR --range A..B]
 #                         [--ab [--boots N] [--rounds N] [--ublk PATH] [--label NAME]
-#                               [--workload NAME]...]
+#                               [--workload NAME]... [--client NAME]...]
 #   --smoke    a tiny subset (3 workloads) that only checks that everything runs
 #   --results  the run directory (default: $ZC_TOP/results/bench[-ab][-smoke]); the report
-#              is DIR/results/bench/bench.md and bench.svg, with --ab DIR/ab.md
+#              is DIR/results/bench/bench.md and bench.svg, with --ab DIR/ab.md and DIR/ab.svg
 #   --series, --tree/--range   the revision of the series to build the kernel from, as for
 #              scripts/test.sh (default: patches/); the report and revision.txt name it
 #   --ab       interleaved rounds (ublk-bench ab): per-round ratios, medians with intervals
@@ -17,12 +17,13 @@
 #   --ublk PATH  --ab: the ublk server to measure, e.g. one built for another revision
 #   --label NAME --ab: the boots' label in the report (default: the kernel's name)
 #   --workload NAME  --ab: only this workload (repeatable; ublk-bench ab --help lists them)
+#   --client NAME    --ab: only this client, fio or engine (repeatable; default both)
 # Prints the headline ratios as `RATIO ...` lines. No timing assertions.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-usage() { sed -n '2,21s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,22s/^# \{0,1\}//p' "$0"; }
 
 smoke=
 kernel=patched
@@ -33,6 +34,7 @@ rounds=
 ublk=
 label=
 workloads=()
+clients=()
 while [ $# -gt 0 ]; do
 	case "$1" in
 	-h | --help) usage; exit 0 ;;
@@ -46,12 +48,13 @@ while [ $# -gt 0 ]; do
 	--ublk) [ $# -ge 2 ] || die "--ublk needs a value"; ublk=$2; shift 2 ;;
 	--label) [ $# -ge 2 ] || die "--label needs a value"; label=$2; shift 2 ;;
 	--workload) [ $# -ge 2 ] || die "--workload needs a value"; workloads+=(--workload "$2"); shift 2 ;;
+	--client) [ $# -ge 2 ] || die "--client needs a value"; clients+=(--client "$2"); shift 2 ;;
 	*) die "unexpected argument '$1' (see --help)" ;;
 	esac
 done
 case "$boots" in '' | *[!0-9]* | 0) die "--boots needs a whole number of at least 1, not '$boots'" ;; esac
-if [ -z "$ab" ] && { [ "$boots" != 1 ] || [ -n "$rounds$ublk$label${workloads[*]}" ]; }; then
-	die "--boots, --rounds, --ublk, --label and --workload go with --ab"
+if [ -z "$ab" ] && { [ "$boots" != 1 ] || [ -n "$rounds$ublk$label${workloads[*]}${clients[*]}" ]; }; then
+	die "--boots, --rounds, --ublk, --label, --workload and --client go with --ab"
 fi
 results=${results:-$ZC_TOP/results/bench${ab:+-ab}${smoke:+-smoke}}
 series_resolve
@@ -73,6 +76,8 @@ if [ -n "$ab" ]; then
 		esac
 		label=${label:-kernel}
 	fi
+	# Both clients, 12 workloads per round: about two and a half minutes a round under TCG.
+	[ -n "$smoke" ] || timeout=$((900 + ${rounds:-6} * 300))
 	rm -rf "$results"
 	mkdir -p "$results"
 	args=()
@@ -82,10 +87,19 @@ if [ -n "$ab" ]; then
 		printf 'host load before\t%s\n' "$(cut -d' ' -f1-3 /proc/loadavg)" >"$dir/host-load.txt"
 		say "boot $i of $boots: the $kernel kernel, interleaved rounds; results in $dir"
 		rc=0
+		# The host's 1-minute load average every 30 s while the guest runs.
+		(while sleep 30; do cut -d' ' -f1 /proc/loadavg; done) >"$dir/host-load-samples.txt" &
+		sampler=$!
 		"$ZC_TOP/scripts/run-qemu.sh" --kernel "$kernel" --timeout "$timeout" --results "$dir" \
-			--disk-size 1G -- "$bench" ab $smoke --ublk "$ublk" ${rounds:+--rounds "$rounds"} "${workloads[@]}" \
-			2>&1 | tee "$dir/vmrun.log" >&2 || rc=$?
+			--disk-size 1G -- "$bench" ab $smoke --ublk "$ublk" ${rounds:+--rounds "$rounds"} \
+			"${workloads[@]}" "${clients[@]}" 2>&1 | tee "$dir/vmrun.log" >&2 || rc=$?
+		kill "$sampler" 2>/dev/null || true
+		wait "$sampler" 2>/dev/null || true
 		printf 'host load after\t%s\n' "$(cut -d' ' -f1-3 /proc/loadavg)" >>"$dir/host-load.txt"
+		sort -n "$dir/host-load-samples.txt" | awk 'NR == 1 { lo = $1 } { hi = $1; n++ }
+			END { if (n) printf "host load during\t1-min average %s to %s (%d samples, every 30 s)\n", lo, hi, n }' \
+			>>"$dir/host-load.txt"
+		printf 'date\t%s\n' "$(date -u '+%Y-%m-%d %H:%M UTC')" >>"$dir/host-load.txt"
 		sed -n 's/^.*vmrun: accelerator:\{0,1\} */accelerator\t/p' "$dir/vmrun.log" | head -n1 >>"$dir/host-load.txt"
 		[ "$rc" -eq 0 ] || die "the guest bench failed (vmrun exit status $rc; see $dir/vmrun.log)"
 		args+=("$label boot $i=$dir/results/ab")

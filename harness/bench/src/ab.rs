@@ -2,22 +2,23 @@
 //! loop driver, ublk copy mode, ublk zero copy) is live at once on the same backing, and
 //! each round runs every workload on every configuration once, for a short time, in a
 //! fresh order. Ratios are then taken within a round (`abreport`), so the host's load
-//! lands on both sides of each ratio. The client is fio; the server is the `ublk` CLI
-//! given by path, so that a server built for another revision of the series can be
-//! measured by the same method.
+//! lands on both sides of each ratio. Two clients run every workload in the same round,
+//! fio and the bench's own engine ([`crate::client`]); the server is the `ublk` CLI given
+//! by path, so that a server built for another revision of the series can be measured by
+//! the same method.
 
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use ublk_suite::blockio::Rng;
 
-use crate::fio::{self, Job};
+use crate::client::{self, Client};
+use crate::fio::Job;
 use crate::guest::{guest_accel, make_backing, require_root, run, setup_ext4};
-use crate::stats::{user_hz, CpuTicks, KprobeCounter};
+use crate::stats::{pid_holding, proc_ticks, user_hz, CpuTicks, KprobeCounter};
 
 /// Options of `ublk-bench ab`.
 #[derive(Debug, Clone)]
@@ -31,6 +32,8 @@ pub struct AbOpts {
     pub backings: Vec<Backing>,
     /// Only these workloads (report names); empty: all.
     pub workloads: Vec<String>,
+    /// The clients that run every workload in every round.
+    pub clients: Vec<Client>,
     pub smoke: bool,
 }
 
@@ -122,8 +125,12 @@ pub fn shuffled(n: usize, rng: &mut Rng) -> Vec<usize> {
     v
 }
 
-/// The columns of ab.tsv, one row per fio run.
-pub const HEADER: &str = "round\tslot\tbacking\tconfig\tworkload\tbytes\tios\truntime_ms\tclat_p50_ns\tclat_p99_ns\tcpu_ticks\thz\tiowq";
+/// The columns of ab.tsv, one row per run: `srv_ticks` is the ublk server's own CPU
+/// time (its threads and io-wq workers; 0 for the file and the loop driver).
+pub const HEADER: &str = "round\tslot\tbacking\tconfig\tclient\tworkload\tbytes\tios\truntime_ms\tclat_p50_ns\tclat_p99_ns\tcpu_ticks\thz\tiowq\tsrv_ticks";
+
+/// The header of ab.tsv before the second client and the server's CPU time: fio only.
+pub const HEADER_FIO_ONLY: &str = "round\tslot\tbacking\tconfig\tworkload\tbytes\tios\truntime_ms\tclat_p50_ns\tclat_p99_ns\tcpu_ticks\thz\tiowq";
 
 /// A live configuration: the path fio runs on and how to take it down.
 struct Live {
@@ -132,6 +139,8 @@ struct Live {
     direct: bool,
     loopdev: Option<String>,
     ublk_id: Option<u32>,
+    /// The ublk server's pid (the process holding /dev/ublkcN).
+    srv_pid: Option<i32>,
 }
 
 fn ublk_add(ublk: &Path, backing: &Path, zc: bool, buffered: bool, id: u32) -> Result<PathBuf> {
@@ -166,6 +175,7 @@ fn start_all(o: &AbOpts, b: Backing, path: &Path) -> Result<Vec<Live>> {
                 direct: b.direct(),
                 loopdev: None,
                 ublk_id: None,
+                srv_pid: None,
             },
             "loop" => {
                 let dio = if b.direct() {
@@ -181,6 +191,7 @@ fn start_all(o: &AbOpts, b: Backing, path: &Path) -> Result<Vec<Live>> {
                     direct: true,
                     loopdev: Some(dev),
                     ublk_id: None,
+                    srv_pid: None,
                 }
             }
             _ => {
@@ -193,6 +204,9 @@ fn start_all(o: &AbOpts, b: Backing, path: &Path) -> Result<Vec<Live>> {
                     direct: true,
                     loopdev: None,
                     ublk_id: Some(id),
+                    srv_pid: Some(pid_holding(&format!("/dev/ublkc{id}")).with_context(|| {
+                        format!("finding the server of ublk {config} (/dev/ublkc{id})")
+                    })?),
                 }
             }
         };
@@ -248,7 +262,9 @@ pub fn run_ab(o: &AbOpts) -> Result<()> {
         "cpus\t{}",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     )?;
-    writeln!(meta, "method\tinterleaved rounds, fio io_uring")?;
+    let names: Vec<&str> = o.clients.iter().map(|c| c.name()).collect();
+    writeln!(meta, "method\tinterleaved rounds, io_uring")?;
+    writeln!(meta, "clients\t{}", names.join(" "))?;
     writeln!(meta, "rounds\t{}", o.rounds)?;
     writeln!(meta, "secs_per_run\t{}", o.secs)?;
     writeln!(meta, "seed\t{}", o.seed)?;
@@ -304,6 +320,21 @@ fn rounds(
     rng: &mut Rng,
     tsv: &mut File,
 ) -> Result<()> {
+    // One unrecorded run per configuration first: the first reads of a fresh backing
+    // (page cache, extent lookups) are not what any round measures.
+    for l in live {
+        let job = &jobs[0];
+        let spec = client::Spec {
+            job,
+            path: &l.path,
+            size,
+            secs: 1,
+            direct: l.direct,
+            seed: rng.next(),
+        };
+        client::run(Client::Engine, fio_bin, spec)
+            .with_context(|| format!("warming up {} with {}", l.config, job.name()))?;
+    }
     for round in 0..o.rounds {
         eprintln!(
             "ublk-bench ab: {} round {}/{}",
@@ -312,35 +343,34 @@ fn rounds(
             o.rounds
         );
         for job in jobs {
-            for (slot, i) in shuffled(live.len(), rng).into_iter().enumerate() {
-                let l = &live[i];
+            // Every (configuration, client) pair once, in a fresh order.
+            let pairs = live.len() * o.clients.len();
+            for (slot, i) in shuffled(pairs, rng).into_iter().enumerate() {
+                let l = &live[i % live.len()];
+                let c = o.clients[i / live.len()];
                 let c0 = CpuTicks::read()?;
                 let k0 = iowq.hits()?;
-                let out = Command::new(fio_bin)
-                    .args(job.args(&l.path, size, o.secs, l.direct))
-                    .output()
-                    .context("running fio")?;
+                let s0 = l.srv_pid.map(proc_ticks).transpose()?.unwrap_or(0);
+                let spec = client::Spec {
+                    job,
+                    path: &l.path,
+                    size,
+                    secs: o.secs,
+                    direct: l.direct,
+                    seed: rng.next(),
+                };
+                let r = client::run(c, fio_bin, spec)
+                    .with_context(|| format!("{} {} on {}", c.name(), job.name(), l.config))?;
                 let c1 = CpuTicks::read()?;
                 let k1 = iowq.hits()?;
-                let text = String::from_utf8_lossy(&out.stdout);
-                if !out.status.success() {
-                    bail!(
-                        "fio {} on {} ({}) failed ({}): {}",
-                        job.name(),
-                        l.config,
-                        l.path.display(),
-                        out.status,
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    );
-                }
-                let r = fio::parse(&text, job)
-                    .with_context(|| format!("fio {} on {}", job.name(), l.config))?;
+                let s1 = l.srv_pid.map(proc_ticks).transpose()?.unwrap_or(0);
                 let dc = c1.delta(c0);
                 writeln!(
                     tsv,
-                    "{round}\t{slot}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{hz}\t{}",
+                    "{round}\t{slot}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{hz}\t{}\t{}",
                     b.name(),
                     l.config,
+                    c.name(),
                     job.name(),
                     r.bytes,
                     r.ios,
@@ -349,6 +379,7 @@ fn rounds(
                     r.clat_p99_ns,
                     dc.user + dc.sys,
                     k1.saturating_sub(k0),
+                    s1.saturating_sub(s0),
                 )?;
                 tsv.flush()?;
             }
@@ -410,6 +441,7 @@ mod tests {
 
     #[test]
     fn header_matches_rows() {
-        assert_eq!(HEADER.split('\t').count(), 13);
+        assert_eq!(HEADER.split('\t').count(), 15);
+        assert_eq!(HEADER_FIO_ONLY.split('\t').count(), 13);
     }
 }

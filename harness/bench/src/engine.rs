@@ -166,6 +166,84 @@ impl Worker {
     }
 }
 
+/// What a timed run measured: completed I/Os, bytes, wall time, and the completion
+/// latency of every I/O (from its submission to its completion) in nanoseconds.
+#[derive(Debug, Clone, Default)]
+pub struct Timed {
+    pub ios: u64,
+    pub bytes: u64,
+    pub elapsed: Duration,
+    pub lat_ns: Vec<u64>,
+}
+
+impl Timed {
+    /// The `p`-th percentile (0 < p <= 100) of the latencies, nearest rank; 0 when
+    /// nothing completed.
+    pub fn percentile_ns(&self, p: f64) -> u64 {
+        if self.lat_ns.is_empty() {
+            return 0;
+        }
+        let mut v = self.lat_ns.clone();
+        v.sort_unstable();
+        let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
+        v[rank.clamp(1, v.len()) - 1]
+    }
+}
+
+impl Worker {
+    /// Keep `qd` I/Os in flight for `dur`, then wait for those still in flight. Every
+    /// completion's latency is taken from the moment its SQE went into the ring.
+    pub fn run_timed(&mut self, file: &File, dur: Duration) -> Result<Timed> {
+        let fd = file.as_raw_fd();
+        let start = Instant::now();
+        let deadline = start + dur;
+        let mut t = Timed::default();
+        let mut issued_at = vec![start; self.qd];
+        let mut free: Vec<usize> = (0..self.qd).rev().collect();
+        let mut inflight = 0usize;
+        loop {
+            let issuing = Instant::now() < deadline;
+            if issuing {
+                while let Some(slot) = free.pop() {
+                    self.push(fd, slot)?;
+                    issued_at[slot] = Instant::now();
+                    inflight += 1;
+                }
+            }
+            if inflight == 0 {
+                break;
+            }
+            self.ring.submit_and_wait(1).context("io_uring_enter")?;
+            let now = Instant::now();
+            let mut cq = self.ring.completion();
+            cq.sync();
+            for cqe in &mut cq {
+                let res = cqe.result();
+                if res < 0 {
+                    bail!(
+                        "{} of {} bytes failed: {}",
+                        self.pattern.name(),
+                        self.bs,
+                        std::io::Error::from_raw_os_error(-res)
+                    );
+                }
+                if res as u64 != self.bs {
+                    bail!("short {}: {res} of {} bytes", self.pattern.name(), self.bs);
+                }
+                let slot = cqe.user_data() as usize;
+                t.lat_ns
+                    .push(now.duration_since(issued_at[slot]).as_nanos() as u64);
+                t.ios += 1;
+                t.bytes += self.bs;
+                inflight -= 1;
+                free.push(slot);
+            }
+        }
+        t.elapsed = start.elapsed();
+        Ok(t)
+    }
+}
+
 pub fn pin_to(cpu: usize) -> Result<()> {
     // SAFETY: cpu_set_t is plain data; sched_setaffinity reads it.
     unsafe {

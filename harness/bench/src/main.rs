@@ -3,7 +3,9 @@
 //! the host-side report (`report`).  scripts/bench.sh drives both.
 
 mod ab;
+mod abplot;
 mod abreport;
+mod client;
 mod engine;
 mod fio;
 mod guest;
@@ -61,7 +63,7 @@ struct AbArgs {
     /// --smoke: 2].
     #[arg(long, value_name = "N")]
     rounds: Option<u32>,
-    /// Seconds of each fio run.
+    /// Seconds of each run.
     #[arg(long, value_name = "N", default_value_t = 1)]
     secs: u32,
     /// Seed of the rounds' orders [default: from the clock; meta.txt records it].
@@ -78,6 +80,10 @@ struct AbArgs {
     /// [default: every one].
     #[arg(long, value_name = "NAME")]
     workload: Vec<String>,
+    /// A client to run every workload with, fio or engine (the bench's own io_uring
+    /// engine); repeatable [default: both].
+    #[arg(long, value_name = "NAME")]
+    client: Vec<String>,
     /// Two workloads and two rounds: checks that everything runs.
     #[arg(long)]
     smoke: bool,
@@ -89,6 +95,10 @@ struct AbReportArgs {
     /// The markdown report to write.
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
+    /// The plot of the ratios with their intervals (SVG) [default: the report's path
+    /// with .svg].
+    #[arg(long, value_name = "FILE")]
+    plot: Option<PathBuf>,
     /// Each boot's results, LABEL=DIR (DIR holds ab.tsv and meta.txt).
     #[arg(value_name = "LABEL=DIR", required = true)]
     boots: Vec<String>,
@@ -176,6 +186,18 @@ impl AbArgs {
         if let Some(w) = self.workload.iter().find(|w| !known.contains(w)) {
             bail!("unknown workload {w:?}: one of {}", known.join(", "));
         }
+        let clients = if self.client.is_empty() {
+            client::Client::ALL.to_vec()
+        } else {
+            let mut v = Vec::new();
+            for c in &self.client {
+                let c = client::Client::parse(c)?;
+                if !v.contains(&c) {
+                    v.push(c);
+                }
+            }
+            v
+        };
         Ok(ab::AbOpts {
             out,
             ublk,
@@ -185,6 +207,7 @@ impl AbArgs {
             size_mib: self.size_mib.unwrap_or(if self.smoke { 64 } else { 256 }),
             backings,
             workloads: self.workload.clone(),
+            clients,
             smoke: self.smoke,
         })
     }
@@ -222,6 +245,12 @@ fn ab_report(a: &AbReportArgs) -> Result<()> {
     std::fs::write(&a.out, abreport::markdown(&boots, &meta))
         .with_context(|| format!("write {}", a.out.display()))?;
     eprintln!("ublk-bench: wrote {}", a.out.display());
+    let plot = a
+        .plot
+        .clone()
+        .unwrap_or_else(|| a.out.with_extension("svg"));
+    abplot::draw(&boots, &plot).with_context(|| format!("plot {}", plot.display()))?;
+    eprintln!("ublk-bench: wrote {}", plot.display());
     for l in abreport::ratio_lines(&boots) {
         println!("{l}");
     }
@@ -370,6 +399,15 @@ mod tests {
             vec![ab::Backing::Ext4Direct, ab::Backing::TmpfsBuffered]
         );
         assert!(!o.smoke);
+        assert_eq!(o.clients, client::Client::ALL);
+        let o = ab(&["ab", "--client", "engine", "--client", "engine"])
+            .opts(Some("/r".into()), 1)
+            .expect("opts");
+        assert_eq!(o.clients, [client::Client::Engine]);
+        let e = ab(&["ab", "--client", "dd"])
+            .opts(Some("/r".into()), 1)
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("unknown client \"dd\""), "{e:#}");
         let o = ab(&["ab", "--smoke"])
             .opts(Some("/r".into()), 1)
             .expect("opts");
@@ -448,6 +486,7 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::MissingRequiredArgument);
         let e = ab_report(&AbReportArgs {
             out: "/nonexistent/ab.md".into(),
+            plot: None,
             boots: vec!["nolabel".into()],
         })
         .unwrap_err();
