@@ -4,14 +4,16 @@
 # Debian packages (scripts/deps.sh), builds the kernel flavor, the harness and, for the
 # default command, the suite, and says what it is doing.
 #
-# Usage: scripts/run-qemu.sh [--kernel FLAVOR|BZIMAGE|BUILD-DIR] [OPTIONS] [-- CMD ARGS...]
+# Usage: scripts/run-qemu.sh [--kernel FLAVOR|BZIMAGE|BUILD-DIR] [OPTIONS] [-e CMD | -- CMD ARGS...]
 #   --kernel FLAVOR     base, patched or debug: built if needed (scripts/build-kernel.sh)
 #   --kernel BZIMAGE    boot this image as it is                         (default: patched)
 #   --kernel BUILD-DIR  a kernel build directory (O=): its arch/x86/boot/bzImage
-#   --cpus N            guest CPUs (default 2)
-#   --mem MIB           guest memory in MiB (default 2048)
-#   --append ARGS       extra kernel command-line arguments, last so that they win
-#                       (repeatable: --append 'a=1 b' --append c)
+#   -p, --cpus N        guest CPUs (default 2)
+#   -m, --mem SIZE      guest memory: MiB, or a size with a K/M/G/T suffix (default 2G)
+#   -a, --append ARGS   extra kernel command-line arguments, last so that they win
+#                       (repeatable: -a 'a=1 b' -a c)
+#   -e, --exec CMD      run CMD with sh -c in the guest: -e 'uname -r; nproc' is
+#                       -- sh -c 'uname -r; nproc'
 #   --timeout SECS      kill the VM after SECS seconds (default 300; the suite: 1800,
 #                       2400 on the debug kernel; --shell: none)
 #   --shell             an interactive root shell on the console instead of CMD (same
@@ -28,12 +30,13 @@
 #                       release: -ublkzc, -ublkzc-debug, -base)
 #   CMD                 default: the in-guest suite, target/release/ublk-suite --label
 #                       NAME, which scripts/build-suite.sh builds first
+# -p, -m, -a and -e are virtme-ng's short options (-p2 and -m2G work too).
 # Exit status: vmrun's: CMD's status on a clean kernel log, 125 for a kernel splat, 124
 # for a timeout, 123 when the VM itself failed, 2 for bad usage.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-usage() { sed -n '2,35s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; }
 usage_error() { printf 'ERROR: %s (see scripts/run-qemu.sh --help)\n' "$*" >&2; exit 2; }
 
 kernel=patched
@@ -44,6 +47,8 @@ shell=
 results=
 timeout=
 label=
+exec_cmd=
+exec_set=
 while [ $# -gt 0 ]; do
 	case "$1" in
 	-h | --help) usage; exit 0 ;;
@@ -60,14 +65,34 @@ while [ $# -gt 0 ]; do
 	--series | --tree | --range)
 		[ $# -ge 2 ] || usage_error "$1 needs a value"; series_opt "$1" "$2"; shift 2 ;;
 	--series=* | --tree=* | --range=*) series_opt "${1%%=*}" "${1#*=}"; shift ;;
+	-e | --exec)
+		[ $# -ge 2 ] || usage_error "$1 needs a value"
+		[ -z "$exec_set" ] || usage_error "-e/--exec given twice"
+		exec_set=1; exec_cmd=$2; shift 2 ;;
+	-e?* | --exec=*)
+		[ -z "$exec_set" ] || usage_error "-e/--exec given twice"
+		case "$1" in --exec=*) exec_cmd=${1#*=} ;; *) exec_cmd=${1#-e} ;; esac
+		exec_set=1; shift ;;
 	--) shift; cmd=("$@"); break ;;
 	--cpus=* | --mem=* | --append=* | --disk-size=* | --accel=* | --env=*) opts+=("$1"); shift ;;
 	--cpus | --mem | --append | --disk-size | --accel | --env)
 		[ $# -ge 2 ] || usage_error "$1 needs a value"; opts+=("$1" "$2"); shift 2 ;;
+	# virtme-ng's short options, as the long ones vmrun takes.
+	-p | -m | -a)
+		[ $# -ge 2 ] || usage_error "$1 needs a value"
+		case "$1" in -p) opts+=(--cpus "$2") ;; -m) opts+=(--mem "$2") ;; -a) opts+=(--append "$2") ;; esac
+		shift 2 ;;
+	-p?*) opts+=(--cpus "${1#-p}"); shift ;;
+	-m?*) opts+=(--mem "${1#-m}"); shift ;;
+	-a?*) opts+=(--append "${1#-a}"); shift ;;
 	-*) usage_error "unknown option '$1'" ;;
 	*) usage_error "unexpected argument '$1' (put the command after --)" ;;
 	esac
 done
+if [ -n "$exec_set" ]; then
+	[ ${#cmd[@]} -eq 0 ] || usage_error "-e CMD and a command after -- exclude each other"
+	cmd=(sh -c "$exec_cmd")
+fi
 [ -z "$shell" ] || [ ${#cmd[@]} -eq 0 ] || usage_error "--shell and a command exclude each other"
 [ -z "$label" ] || [ ${#cmd[@]} -eq 0 ] || usage_error "--label is the suite's; a command of your own takes its own options"
 

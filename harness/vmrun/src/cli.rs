@@ -3,6 +3,9 @@
 //! `vmrun run` takes its options first and the guest command last: the command starts at
 //! `--` or at the first word that is not an option, and everything after it belongs to the
 //! command (`vmrun run --kernel K ls -l --timeout 1` runs `ls -l --timeout 1`).
+//!
+//! The short options are virtme-ng's, which kernel developers know: `-p` (`--cpus`), `-m`
+//! (`--mem`), `-a` (`--append`) and `-e CMD` (`--exec`, the same as `-- sh -c CMD`).
 
 use crate::accel::AccelChoice;
 use clap::{Args, Parser, Subcommand};
@@ -51,6 +54,7 @@ pub enum CliCommand {
     #[command(
         after_help = RUN_AFTER_HELP,
         override_usage = "vmrun run [OPTIONS] --kernel <PATH> [--] <CMD>...\n       \
+                          vmrun run [OPTIONS] --kernel <PATH> -e <CMD>\n       \
                           vmrun run [OPTIONS] --kernel <PATH> --shell"
     )]
     Run(RunOptions),
@@ -73,12 +77,14 @@ pub struct RunOptions {
     #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
     pub timeout: Option<Duration>,
 
-    /// Guest memory in MiB (at least 128).
-    #[arg(long = "mem", value_name = "MIB", default_value_t = 2048, value_parser = parse_mem)]
+    /// Guest memory: MiB, or a size with a K/M/G/T suffix (2G), as QEMU's -m takes it; at
+    /// least 128 MiB.
+    #[arg(short = 'm', long = "mem", value_name = "SIZE", default_value_t = 2048,
+          value_parser = parse_mem)]
     pub mem_mib: u64,
 
     /// Guest CPUs.
-    #[arg(long, value_name = "N", default_value_t = 2,
+    #[arg(short = 'p', long, value_name = "N", default_value_t = 2,
           value_parser = clap::value_parser!(u32).range(1..=64))]
     pub cpus: u32,
 
@@ -98,7 +104,7 @@ pub struct RunOptions {
     pub accel: AccelChoice,
 
     /// Extra kernel command-line arguments, after ours so that they win (repeatable).
-    #[arg(long, value_name = "ARGS")]
+    #[arg(short = 'a', long, value_name = "ARGS")]
     pub append: Vec<String>,
 
     /// Extra environment variable for CMD (repeatable).
@@ -115,12 +121,17 @@ pub struct RunOptions {
     #[arg(long)]
     pub shell: bool,
 
+    /// Run CMD with `sh -c` in the guest: `-e 'uname -r; nproc'` is
+    /// `-- sh -c 'uname -r; nproc'`.
+    #[arg(short = 'e', long, value_name = "CMD", conflicts_with = "shell")]
+    pub exec: Option<OsString>,
+
     /// The command to run in the guest, and its arguments.
     #[arg(
         value_name = "CMD",
         trailing_var_arg = true,
-        required_unless_present = "shell",
-        conflicts_with = "shell"
+        required_unless_present_any = ["shell", "exec"],
+        conflicts_with_all = ["shell", "exec"]
     )]
     pub command: Vec<OsString>,
 }
@@ -135,6 +146,14 @@ impl RunOptions {
             Some(t) => Some(t),
             None if self.shell => None,
             None => Some(DEFAULT_TIMEOUT),
+        }
+    }
+
+    /// The command the guest runs (unless it runs a shell): CMD, or `sh -c` and `--exec`'s.
+    pub fn guest_command(&self) -> Vec<OsString> {
+        match &self.exec {
+            Some(cmd) => vec!["sh".into(), "-c".into(), cmd.clone()],
+            None => self.command.clone(),
         }
     }
 }
@@ -160,10 +179,21 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
+/// A bare number is MiB, as QEMU's -m and virtme-ng's --memory have it; with a suffix it is
+/// a size (zc_cliutil::parse_size), which must be whole MiB.
 fn parse_mem(s: &str) -> Result<u64, String> {
-    let mib: u64 = s
-        .parse()
-        .map_err(|_| format!("expected a number of MiB, got {s:?}"))?;
+    let bad = || format!("expected a number of MiB or a size such as 2G, got {s:?}");
+    let mib: u64 = match s.parse() {
+        Ok(mib) => mib,
+        Err(_) if s.bytes().all(|b| b.is_ascii_digit()) => return Err(bad()),
+        Err(_) => {
+            let bytes = zc_cliutil::parse_size(s).map_err(|_| bad())?;
+            if bytes % (1 << 20) != 0 {
+                return Err(format!("{s:?} is not a whole number of MiB"));
+            }
+            bytes >> 20
+        }
+    };
     if mib < 128 {
         return Err(format!("the guest needs at least 128 MiB, not {mib}"));
     }
@@ -216,7 +246,89 @@ mod tests {
         assert_eq!(o.accel, AccelChoice::Auto);
         assert!(o.append.is_empty() && o.env.is_empty());
         assert!(!o.dry_run && !o.shell);
+        assert_eq!(o.exec, None);
         assert_eq!(o.command, os(&["true"]));
+        assert_eq!(o.guest_command(), os(&["true"]));
+    }
+
+    #[test]
+    fn virtme_ng_short_options() {
+        let o = run(&[
+            "run",
+            "--kernel",
+            "/k",
+            "-p",
+            "4",
+            "-m",
+            "2G",
+            "-a",
+            "a=1 b",
+            "-a",
+            "c",
+            "-e",
+            "uname -r; nproc",
+        ]);
+        assert_eq!((o.cpus, o.mem_mib), (4, 2048));
+        assert_eq!(o.append, ["a=1 b", "c"]);
+        assert_eq!(o.exec, Some(OsString::from("uname -r; nproc")));
+        assert!(o.command.is_empty());
+        assert_eq!(o.guest_command(), os(&["sh", "-c", "uname -r; nproc"]));
+        // The same as the long options, and as `-- sh -c CMD`.
+        let long = run(&[
+            "run",
+            "--kernel",
+            "/k",
+            "--cpus=4",
+            "--mem=2048",
+            "--append",
+            "a=1 b",
+            "--append=c",
+            "--exec",
+            "uname -r; nproc",
+        ]);
+        assert_eq!(long, o);
+        let dashdash = run(&[
+            "run",
+            "--kernel",
+            "/k",
+            "-p4",
+            "-m2048",
+            "-aa=1 b",
+            "-ac",
+            "--",
+            "sh",
+            "-c",
+            "uname -r; nproc",
+        ]);
+        assert_eq!(dashdash.guest_command(), o.guest_command());
+        assert_eq!((dashdash.cpus, dashdash.mem_mib), (4, 2048));
+        assert_eq!(dashdash.append, o.append);
+        // -e's command may start with a dash when attached.
+        assert_eq!(
+            run(&["run", "--kernel", "/k", "-e=-x"]).guest_command(),
+            os(&["sh", "-c", "-x"])
+        );
+    }
+
+    #[test]
+    fn memory_sizes() {
+        for (arg, mib) in [
+            ("128", 128),
+            ("1024", 1024),
+            ("512M", 512),
+            ("512MiB", 512),
+            ("2G", 2048),
+            ("2g", 2048),
+            ("1T", 1 << 20),
+            ("262144K", 256),
+        ] {
+            assert_eq!(
+                run(&["run", "--kernel", "/k", "-m", arg, "true"]).mem_mib,
+                mib
+            );
+            let mem = format!("--mem={arg}");
+            assert_eq!(run(&["run", "--kernel", "/k", &mem, "true"]).mem_mib, mib);
+        }
     }
 
     #[test]
@@ -354,9 +466,62 @@ mod tests {
                 "at least 128 MiB",
             ),
             (
-                &["run", "--kernel", "/k", "--mem", "2G", "--", "true"],
+                &["run", "--kernel", "/k", "--mem", "2X", "--", "true"],
                 ErrorKind::ValueValidation,
                 "expected a number of MiB",
+            ),
+            (
+                &["run", "--kernel", "/k", "-m", "64M", "--", "true"],
+                ErrorKind::ValueValidation,
+                "at least 128 MiB, not 64",
+            ),
+            (
+                &["run", "--kernel", "/k", "-m", "1536K", "--", "true"],
+                ErrorKind::ValueValidation,
+                "\"1536K\" is not a whole number of MiB",
+            ),
+            (
+                &["run", "--kernel", "/k", "-m", "1.5G", "--", "true"],
+                ErrorKind::ValueValidation,
+                "invalid value '1.5G' for '--mem <SIZE>': expected a number of MiB or a size",
+            ),
+            (
+                &[
+                    "run",
+                    "--kernel",
+                    "/k",
+                    "-m",
+                    "99999999999999999999",
+                    "--",
+                    "true",
+                ],
+                ErrorKind::ValueValidation,
+                "expected a number of MiB",
+            ),
+            (
+                &["run", "--kernel", "/k", "-p", "0", "--", "true"],
+                ErrorKind::ValueValidation,
+                "invalid value '0' for '--cpus <N>'",
+            ),
+            (
+                &["run", "--kernel", "/k", "-e"],
+                ErrorKind::InvalidValue,
+                "a value is required for '--exec <CMD>'",
+            ),
+            (
+                &["run", "--kernel", "/k", "-e", "true", "--", "true"],
+                ErrorKind::ArgumentConflict,
+                "'--exec <CMD>' cannot be used with '[CMD]...'",
+            ),
+            (
+                &["run", "--kernel", "/k", "-e", "true", "--shell"],
+                ErrorKind::ArgumentConflict,
+                "'--exec <CMD>' cannot be used with '--shell'",
+            ),
+            (
+                &["run", "--kernel", "/k", "-e", "a", "-e", "b"],
+                ErrorKind::ArgumentConflict,
+                "'--exec <CMD>' cannot be used multiple times",
             ),
             (
                 &["run", "--kernel", "/k", "--cpus", "0", "--", "true"],
@@ -449,15 +614,17 @@ mod tests {
             "arch/x86/boot/bzImage",
             "--timeout <SECS>",
             "[default: 300; with --shell: no limit]",
-            "--mem <MIB>",
+            "-m, --mem <SIZE>",
             "[default: 2048]",
-            "--cpus <N>",
+            "-p, --cpus <N>",
             "--disk-size <SIZE>",
             "[default: 2G]",
             "--results <DIR>",
             "--accel <ACCEL>",
             "- tcg:",
-            "--append <ARGS>",
+            "-a, --append <ARGS>",
+            "-e, --exec <CMD>",
+            "-e <CMD>",
             "--env <NAME=VALUE>",
             "--dry-run",
             "--shell",

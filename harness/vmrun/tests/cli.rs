@@ -83,9 +83,10 @@ fn help_exits_0_on_stdout() {
     for want in [
         "--dry-run",
         "--shell",
-        "--cpus <N>",
-        "--mem <MIB>",
-        "--append <ARGS>",
+        "-p, --cpus <N>",
+        "-m, --mem <SIZE>",
+        "-a, --append <ARGS>",
+        "-e, --exec <CMD>",
     ] {
         assert!(stdout.contains(want), "{want} not in {stdout}");
     }
@@ -189,6 +190,33 @@ fn dry_run_prints_the_qemu_command_and_the_guest_command() {
         "{stdout}"
     );
     assert!(stdout.contains("# timeout       300 s"), "{stdout}");
+}
+
+#[test]
+fn dry_run_with_virtme_ng_short_options() {
+    let dir = scratch("dry-run-short");
+    let kernel = dir.join("bzImage");
+    std::fs::write(&kernel, b"x").unwrap();
+    let (code, stdout, stderr) = vmrun(&[
+        "run",
+        "--dry-run",
+        "--accel=tcg",
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "-p",
+        "3",
+        "-m",
+        "1G",
+        "-a",
+        "foo=bar",
+        "-e",
+        "uname -r; nproc",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let qemu = after(&stdout, "# QEMU command line");
+    assert!(qemu.contains(" -smp 3 -m 1024M "), "{qemu}");
+    assert!(qemu.contains(" foo=bar' "), "{qemu}");
+    assert_eq!(after(&stdout, "# guest command"), "sh -c 'uname -r; nproc'");
 }
 
 #[test]

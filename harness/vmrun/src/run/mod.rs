@@ -59,7 +59,7 @@ pub fn run(opts: &RunOptions, rep: Reporter) -> Result<u8> {
     let job = Job {
         args: match opts.shell {
             true => shell_command(std::env::var_os("PATH").as_deref()),
-            false => opts.command.clone(),
+            false => opts.guest_command(),
         },
         cwd,
         env,
@@ -117,7 +117,7 @@ pub fn run(opts: &RunOptions, rep: Reporter) -> Result<u8> {
             "interactive shell ({}): `poweroff` or leaving the shell ends the VM, ctrl-a x kills QEMU",
             shell_words(&plan.job.args)
         )),
-        false => rep.step(format!("command: {}", shell_words(&opts.command))),
+        false => rep.step(format!("command: {}", shell_words(&opts.guest_command()))),
     }
 
     let console = console::run(

@@ -154,7 +154,7 @@ mod tests {
         let job = Job {
             args: match shell {
                 true => vec!["bash".into()],
-                false => opts.command.clone(),
+                false => opts.guest_command(),
             },
             cwd: "/work".into(),
             env: vec![("HOME".into(), "/tmp".into()), ("A".into(), "b c".into())],
