@@ -90,14 +90,14 @@ pub fn draw(boots: &[Boot], path: &Path) -> Result<()> {
         let mut chart = ChartBuilder::on(panel)
             .caption(
                 format!(
-                    "zero copy / copy, loop, file ({client}; boots: {})",
+                    "zero copy / copy, loop, file, by {client}; per colour, boots left to right: {}; hollow: not measured",
                     boots
                         .iter()
                         .map(|b| b.label.as_str())
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
-                ("sans-serif", 16),
+                ("sans-serif", 14),
             )
             .margin(10)
             .x_label_area_size(60)
@@ -153,6 +153,7 @@ pub fn draw(boots: &[Boot], path: &Path) -> Result<()> {
         }
         chart
             .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
             .draw()
@@ -196,10 +197,10 @@ mod tests {
         std::fs::remove_file(&p).expect("cleanup");
         assert!(svg.contains("<svg"), "not an SVG");
         assert!(
-            svg.contains("zero copy / copy, loop, file (fio"),
+            svg.contains("zero copy / copy, loop, file, by fio;"),
             "no fio panel"
         );
-        assert!(svg.contains("(engine"), "no engine panel");
+        assert!(svg.contains("by engine;"), "no engine panel");
         assert!(
             svg.contains("zc/copy") && svg.contains("zc/file"),
             "no legend"

@@ -127,8 +127,10 @@ pub fn round_ratios(rows: &[Row], p: Pair) -> Vec<f64> {
         .collect()
 }
 
-/// The headline ratios: (name, backing, workload, numerator, denominator).
-pub const HEADLINE: [(&str, &str, &str, &str, &str); 8] = [
+/// The headline ratios: (name, backing, workload, numerator, denominator). The last is
+/// the ceiling of the 4K one: zero copy does the same I/O on the same file as the raw file
+/// does, so it cannot run faster than the file, and file/copy bounds zc/copy.
+pub const HEADLINE: [(&str, &str, &str, &str, &str); 9] = [
     (
         "zc_vs_copy_read_512k",
         "ext4-direct",
@@ -184,6 +186,13 @@ pub const HEADLINE: [(&str, &str, &str, &str, &str); 8] = [
         "seqread-512k-qd16",
         "zc",
         "loop",
+    ),
+    (
+        "file_vs_copy_iops_4k",
+        "ext4-direct",
+        "randread-4k-qd32",
+        "file",
+        "copy",
     ),
 ];
 
