@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The mutation gate: deliberately broken variants of the series must each be caught.
-# Usage: scripts/mutants.sh [--all | --sample N] [--list] [NAME...]
+# Usage: scripts/mutants.sh [--all | --sample N] [--list | --list-markdown] [NAME...]
 #   (default)   a rotating sample of 3 mutants (by the UTC day, or ZC_MUTANT_SEED), as CI
 #               runs it; with ZC_LANE=fast, none that needs the debug kernel
-#   --all       every mutant (the full run; its time is in the README)
+#   --all       every mutant (the full run; its time is in docs/mutants.md)
 #   --sample N  a rotating sample of N mutants
 #   NAME...     these mutants (patches/mutants/NAME.patch); a known survivor named here is
 #               run too, and must still survive
 #   --list      print the mutants, their checks and the known survivors; run nothing
+#   --list-markdown  the same as the markdown table of docs/mutants.md; run nothing
 # A mutant is a small diff in patches/mutants/ on top of the applied series (git apply).
 # Its header says what it breaks and which check must catch it:
 #   # check: suite ARGS...   ublk-suite --label patched ARGS, on the mutant kernel
@@ -33,7 +34,7 @@ set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-usage() { sed -n '3,10s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '3,11s/^# \{0,1\}//p' "$0"; }
 mode=sample
 sample=3
 list=0
@@ -44,6 +45,7 @@ while [ $# -gt 0 ]; do
 	--all) mode=all; shift ;;
 	--sample) [ -n "${2:-}" ] || die "--sample needs a number"; mode=sample; sample=$2; shift 2 ;;
 	--list) list=1; shift ;;
+	--list-markdown) list=md; shift ;;
 	-*) die "unknown option $1 (see --help)" ;;
 	*) names+=("${1%.patch}"); mode=named; shift ;;
 	esac
@@ -73,13 +75,28 @@ for m in "${all[@]}"; do
 	[ -n "$(field "$p" check)" ] || die "$p has no '# check:' line"
 	if [ -n "$(field "$p" known-survivor)" ]; then survivors+=("$m"); else runnable+=("$m"); fi
 done
-if [ "$list" -eq 1 ]; then
+if [ "$list" = 1 ]; then
 	for m in "${all[@]}"; do
 		p=$mdir/$m.patch
 		printf '%-24s %s\n' "$m" "$(field_long "$p" mutant)"
 		printf '%-24s   check: %s\n' "" "$(field "$p" check)"
 		why=$(field_long "$p" known-survivor)
 		[ -z "$why" ] || printf '%-24s   known survivor: %s\n' "" "$why"
+	done
+	exit 0
+fi
+# The same from the headers alone, as docs/mutants.md's table (scripts/tests/mutants-table.sh
+# checks that the file holds it). The patch is the name's: p3- breaks 3/N.
+if [ "$list" = md ]; then
+	cell() { local s=${1//|/\\|}; printf '%s' "${s:-no}"; } # a table cell: | escaped
+	printf '| mutant | patch | breaks | check | known survivor |\n|---|---|---|---|---|\n'
+	for m in "${all[@]}"; do
+		p=$mdir/$m.patch
+		new=$(field "$p" "new in v3")
+		why=$(field_long "$p" known-survivor)
+		n=${m%%-*}
+		printf '| `%s`%s | %s | %s | `%s` | %s |\n' "$m" "${new:+ (new in v3: ${new%% *})}" "${n#p}" \
+			"$(cell "$(field_long "$p" mutant)")" "$(cell "$(field "$p" check)")" "$(cell "${why:+yes: $why}")"
 	done
 	exit 0
 fi
