@@ -178,6 +178,7 @@ shellcheck_all() { (cd "$ZC_TOP" && shellcheck -x -S warning scripts/*.sh script
 step "host: shellcheck -S warning (scripts/)" shellcheck_all
 counted "host: revision inputs (mbox, cover letter, folded subjects, quilt, range, merge refused)" \
 	"$ZC_TOP/scripts/tests/series-input.sh"
+counted "host: docs/mutants.md's table is scripts/mutants.sh --list-markdown's" "$ZC_TOP/scripts/tests/mutants-table.sh"
 # The revision under test, applied on the base: a revision that does not apply stops here,
 # with git's message and the name of the patch, and the steps that need it are skipped.
 needs_tree "series: apply the revision on the base" &&
