@@ -289,8 +289,7 @@ fn main() -> Result<()> {
             std::fs::write(&md, report::markdown(&rows, &meta))
                 .with_context(|| format!("write {}", md.display()))?;
             let svg = dir.join("bench.svg");
-            std::fs::write(&svg, report::svg(&rows, &meta))
-                .with_context(|| format!("write {}", svg.display()))?;
+            report::plot(&rows, &meta, &svg).with_context(|| format!("plot {}", svg.display()))?;
             eprintln!("ublk-bench: wrote {} and {}", md.display(), svg.display());
             for (n, v) in report::ratios(&rows) {
                 match v {

@@ -1,11 +1,11 @@
-//! Host side: results.tsv -> bench.md (tables), bench.svg (bar chart) and
+//! Host side: results.tsv -> bench.md (tables), bench.svg (bar chart, plotters) and
 //! the headline ratios.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 
 #[derive(Debug, Clone)]
 pub struct Row {
@@ -242,118 +242,92 @@ pub fn markdown(rows: &[Row], meta: &Meta) -> String {
     o
 }
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
-/// Grouped bar chart, one panel per backing: QD32 workloads, MiB/s of the
+/// Grouped bar chart (plotters, SVG), one panel per backing: QD32 workloads, MiB/s of the
 /// one-queue targets.
-pub fn svg(rows: &[Row], meta: &Meta) -> String {
+pub fn plot(rows: &[Row], meta: &Meta, path: &Path) -> Result<()> {
+    use plotters::prelude::*;
     let targets = ["file", "loop", "ublk-copy-q1", "ublk-zc-q1"];
-    let colors = ["#888888", "#4e79a7", "#f28e2b", "#59a14f"];
+    let colours = [
+        RGBColor(136, 136, 136),
+        RGBColor(78, 121, 167),
+        RGBColor(242, 142, 43),
+        RGBColor(89, 161, 79),
+    ];
     let backings = ordered(rows, |r| r.backing.clone());
     let mut workloads: Vec<String> = ordered(rows, |r| r.workload.clone());
     if workloads.iter().any(|w| w.ends_with("-qd32")) {
         workloads.retain(|w| w.ends_with("-qd32"));
     }
-    let (bar, gap, left, panel_h, top) = (9.0, 14.0, 70.0, 220.0, 50.0);
-    let group_w = bar * targets.len() as f64 + gap;
-    let width = left + group_w * workloads.len().max(1) as f64 + 20.0;
-    let height = top + (panel_h + 110.0) * backings.len().max(1) as f64;
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" font-family="sans-serif" font-size="10">"#
-    );
-    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        s,
-        r#"<text x="{left}" y="16" font-size="13">ublk throughput, MiB/s (QD32, 1 queue) — {} — {}</text>"#,
-        esc(&meta.release),
-        // "tcg (KVM unusable: ...)": the accelerator's name is enough in a title
-        esc(meta
-            .accel
-            .split_whitespace()
-            .next()
-            .unwrap_or("unknown accelerator"))
-    );
-    for (i, t) in targets.iter().enumerate() {
-        let x = left + i as f64 * 110.0;
-        let _ = writeln!(
-            s,
-            r#"<rect x="{x}" y="26" width="10" height="10" fill="{}"/><text x="{}" y="35">{t}</text>"#,
-            colors[i],
-            x + 14.0
-        );
+    if backings.is_empty() || workloads.is_empty() {
+        bail!("nothing to plot");
     }
-    for (p, b) in backings.iter().enumerate() {
-        let y0 = top + p as f64 * (panel_h + 90.0) + 20.0;
-        let base = y0 + panel_h;
-        let max = rows
+    let e = |e: DrawingAreaErrorKind<_>| anyhow!("{e:?}");
+    let width = (90 * workloads.len() as u32).max(640);
+    let root = SVGBackend::new(path, (width, 330 * backings.len() as u32)).into_drawing_area();
+    root.fill(&WHITE).map_err(e)?;
+    // "tcg (KVM unusable: ...)": the accelerator's name is enough in a title
+    let accel = meta
+        .accel
+        .split_whitespace()
+        .next()
+        .unwrap_or("unknown accelerator");
+    for (panel, b) in root.split_evenly((backings.len(), 1)).iter().zip(&backings) {
+        let of = |r: &&Row| &r.backing == b && workloads.contains(&r.workload);
+        let max = rows.iter().filter(of).map(|r| r.mib_s).fold(1e-9, f64::max);
+        let labels: Vec<String> = workloads
             .iter()
-            .filter(|r| {
-                &r.backing == b
-                    && workloads.contains(&r.workload)
-                    && targets.contains(&r.target.as_str())
-            })
-            .map(|r| r.mib_s)
-            .fold(0.0f64, f64::max)
-            .max(1e-9);
-        let _ = writeln!(
-            s,
-            r#"<text x="{left}" y="{}" font-size="12">{}</text>"#,
-            y0 - 4.0,
-            esc(b)
-        );
-        let _ = writeln!(
-            s,
-            r#"<line x1="{left}" y1="{base}" x2="{}" y2="{base}" stroke="black"/>"#,
-            width - 20.0
-        );
-        let _ = writeln!(
-            s,
-            r#"<line x1="{left}" y1="{y0}" x2="{left}" y2="{base}" stroke="black"/>"#
-        );
-        for k in 0..=4 {
-            let v = max * k as f64 / 4.0;
-            let y = base - panel_h * k as f64 / 4.0;
-            let _ = writeln!(
-                s,
-                r#"<text x="{}" y="{}" text-anchor="end">{v:.0}</text>"#,
-                left - 4.0,
-                y + 3.0
-            );
-        }
-        for (g, w) in workloads.iter().enumerate() {
-            let gx = left + gap / 2.0 + g as f64 * group_w;
-            for (i, t) in targets.iter().enumerate() {
-                if let Some(r) = find(rows, b, t, w) {
-                    let h = panel_h * r.mib_s / max;
-                    let _ = writeln!(
-                        s,
-                        r#"<rect x="{:.1}" y="{:.1}" width="{bar}" height="{h:.1}" fill="{}"><title>{} {} {:.1} MiB/s</title></rect>"#,
-                        gx + i as f64 * bar,
-                        base - h,
-                        colors[i],
-                        esc(t),
-                        esc(w),
-                        r.mib_s
-                    );
+            .map(|w| w.trim_end_matches("-qd32").to_string())
+            .collect();
+        let mut chart = ChartBuilder::on(panel)
+            .caption(
+                format!("{b}: MiB/s, QD32, 1 queue ({}, {accel})", meta.release),
+                ("sans-serif", 14),
+            )
+            .margin(10)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0f64..workloads.len() as f64, 0f64..max * 1.1)
+            .map_err(e)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(workloads.len() * 2 + 1)
+            .x_label_formatter(&|x| {
+                let i = x.floor() as usize;
+                if (x - i as f64 - 0.5).abs() < 0.01 && i < labels.len() {
+                    labels[i].clone()
+                } else {
+                    String::new()
                 }
-            }
-            let lx = gx + bar * 2.0;
-            let ly = base + 8.0;
-            let _ = writeln!(
-                s,
-                r#"<text x="{lx:.1}" y="{ly:.1}" transform="rotate(60 {lx:.1} {ly:.1})">{}</text>"#,
-                esc(w.trim_end_matches("-qd32"))
-            );
+            })
+            .y_desc("MiB/s")
+            .draw()
+            .map_err(e)?;
+        for (i, (t, c)) in targets.iter().zip(colours).enumerate() {
+            let bars: Vec<(f64, f64)> = workloads
+                .iter()
+                .enumerate()
+                .filter_map(|(g, w)| find(rows, b, t, w).map(|r| (g as f64, r.mib_s)))
+                .collect();
+            chart
+                .draw_series(bars.iter().map(|&(g, v)| {
+                    let x0 = g + 0.1 + 0.2 * i as f64;
+                    Rectangle::new([(x0, 0.0), (x0 + 0.18, v)], c.filled())
+                }))
+                .map_err(e)?
+                .label(*t)
+                .legend(move |(x, y)| Rectangle::new([(x, y - 4), (x + 8, y + 4)], c.filled()));
         }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(e)?;
     }
-    s.push_str("</svg>\n");
-    s
+    root.present().map_err(e)?;
+    Ok(())
 }
 
 pub fn load_meta(results: &Path, vmrun_log: Option<&Path>) -> Result<Meta> {
@@ -432,8 +406,18 @@ mod tests {
         };
         let md = markdown(&rows, &meta);
         assert!(md.contains("| zc_vs_copy_read_512k | 2.00 |"));
-        let svg = svg(&rows, &meta);
-        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        let p = std::env::temp_dir().join(format!("ublk-bench-matrix-{}.svg", std::process::id()));
+        plot(&rows, &meta, &p).expect("plots");
+        let svg = std::fs::read_to_string(&p).expect("written");
+        std::fs::remove_file(&p).expect("cleanup");
+        assert!(
+            svg.contains("<svg") && svg.trim_end().ends_with("</svg>"),
+            "not an SVG"
+        );
+        assert!(
+            svg.contains("ublk-zc-q1") && svg.contains("MiB/s, QD32"),
+            "no legend or title"
+        );
     }
 
     #[test]
