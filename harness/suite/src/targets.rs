@@ -1,12 +1,13 @@
-//! Test targets for the ublk server: each wraps a loop target and runs on the server's
-//! own queue loop ([`ublk::Device::start_with`]); each changes one thing on purpose.
+//! Test targets for the ublk server: each is a loop target with the hooks of a
+//! [`ublk::target::Wrap`] and runs on the server's own queue loop
+//! ([`ublk::Device::start_with`]); each changes one thing on purpose.
 //!
-//! - [`HoldTarget`] holds a data request until the test releases it, so the test can
-//!   splice against a started request itself;
-//! - [`UnderfillTarget`] fills only a prefix of a READ (the first half, a prefix that
-//!   ends inside a logical block, a quarter then a hole, or nothing) but commits its
-//!   full length;
-//! - [`FailTarget`] fails the requests of one kind with an errno.
+//! - [`HoldTarget`] ([`Hold`]) holds a data request until the test releases it, so the
+//!   test can splice against a started request itself;
+//! - [`UnderfillTarget`] ([`UnderfillHooks`]) fills only a prefix of a READ (the first
+//!   half, a prefix that ends inside a logical block, a quarter then a hole, or nothing)
+//!   but commits its full length;
+//! - [`FailTarget`] ([`Fail`]) fails the requests of one kind with an errno.
 //!
 //! Everything they do not change on purpose is the loop target's real work (data, FLUSH,
 //! DISCARD, WRITE_ZEROES): nothing is completed without being done.
@@ -16,7 +17,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use ublk::target::{data_op, DataRef, IoOp, LoopTarget, Plan, Progress, Request, Target};
+use ublk::target::{data_op, Action, DataRef, Hooks, Io, IoOp, LoopTarget, Request, Target, Wrap};
 use ublk::uapi::*;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -44,22 +45,21 @@ struct HoldState {
     release: Option<Release>,
 }
 
-/// Holds data requests while holding is on: the queue thread waits in `plan()` until the
-/// test calls [`HoldTarget::release`].  One request is held at a time (the queue thread
+/// Holds data requests while holding is on: the queue thread waits in `queue_io()` until
+/// the test calls [`Hold::release`].  One request is held at a time (the queue thread
 /// waits), so use it on a one-queue device.
-pub struct HoldTarget {
-    inner: LoopTarget,
+#[derive(Default)]
+pub struct Hold {
     st: Mutex<HoldState>,
     cv: Condvar,
 }
 
-impl HoldTarget {
-    pub fn new(inner: LoopTarget) -> HoldTarget {
-        HoldTarget {
-            inner,
-            st: Mutex::new(HoldState::default()),
-            cv: Condvar::new(),
-        }
+/// A loop target whose data requests the test holds.
+pub type HoldTarget = Wrap<Hold>;
+
+impl Hold {
+    pub fn target(inner: LoopTarget) -> HoldTarget {
+        Wrap::new(inner, Hold::default())
     }
 
     /// Hold the data requests that arrive from now on (or stop holding new ones).
@@ -124,26 +124,17 @@ impl HoldTarget {
     }
 }
 
-impl Target for HoldTarget {
+impl Hooks<LoopTarget> for Hold {
     fn kind(&self) -> &'static str {
         "hold"
     }
-    fn backing(&self) -> String {
-        self.inner.backing()
-    }
-    fn dev_size(&self) -> u64 {
-        self.inner.dev_size()
-    }
-    fn params(&self, max_io_buf_bytes: u32) -> ublk_params {
-        self.inner.params(max_io_buf_bytes)
-    }
-    fn plan(&self, req: &Request, data: DataRef, at: Progress) -> Plan {
-        if at == Progress::default() && is_data(req) {
-            if let Release::Commit(res) = self.wait_release(req) {
-                return Plan::Complete(res);
+    fn queue_io(&self, inner: &LoopTarget, io: &mut Io) -> Action {
+        if is_data(&io.req) {
+            if let Release::Commit(res) = self.wait_release(&io.req) {
+                return Action::Commit(res);
             }
         }
-        self.inner.plan(req, data, at)
+        inner.queue_io(io)
     }
 }
 
@@ -190,23 +181,27 @@ impl Underfill {
 /// Under-fills one READ when armed, and commits its full length anyway.  The kernel must
 /// complete no more than the filled prefix and send the rest again; this target serves
 /// that remainder (a READ starting where the prefix ended) in full and logs it.
-pub struct UnderfillTarget {
-    inner: LoopTarget,
+#[derive(Default)]
+pub struct UnderfillHooks {
     armed: Mutex<Option<Underfill>>,
     log: Mutex<UnderfillState>,
 }
 
-/// The log, the remainders expected (start sector, sectors), and the READs in the middle
-/// of a hole fill (start sector).
-type UnderfillState = (UnderfillLog, Vec<(u64, u32)>, Vec<u64>);
+/// A loop target that under-fills a READ on demand.
+pub type UnderfillTarget = Wrap<UnderfillHooks>;
 
-impl UnderfillTarget {
-    pub fn new(inner: LoopTarget) -> UnderfillTarget {
-        UnderfillTarget {
-            inner,
-            armed: Mutex::new(None),
-            log: Mutex::new(Default::default()),
-        }
+/// The log, and the remainders expected (start sector, sectors).
+type UnderfillState = (UnderfillLog, Vec<(u64, u32)>);
+
+/// [`Io::leg`] of an under-filled READ: its one splice runs (all but a hole fill), or
+/// the first or the second splice of a hole fill.
+const UNDERFILL_ONE: u8 = 1;
+const HOLE_FIRST: u8 = 2;
+const HOLE_SECOND: u8 = 3;
+
+impl UnderfillHooks {
+    pub fn target(inner: LoopTarget) -> UnderfillTarget {
+        Wrap::new(inner, UnderfillHooks::default())
     }
 
     /// Under-fill the next READ of at least four sectors, the way `how` says.
@@ -218,9 +213,9 @@ impl UnderfillTarget {
         lock(&self.log).0.clone()
     }
 
-    /// The data op of `req` from byte `from`, `len` bytes long.
-    fn part(&self, req: &Request, data: DataRef, from: u32, len: u32) -> Option<IoOp> {
-        let fd = self.inner.backing_info().fd;
+    /// The data op of `req` against `inner`'s backing from byte `from`, `len` bytes long.
+    fn part(inner: &LoopTarget, req: &Request, data: DataRef, from: u32, len: u32) -> Option<IoOp> {
+        let fd = inner.backing_info().fd;
         Some(match data_op(req, data, fd, from)? {
             IoOp::Splice {
                 fd_in,
@@ -250,100 +245,93 @@ impl UnderfillTarget {
     }
 }
 
-impl Target for UnderfillTarget {
+impl Hooks<LoopTarget> for UnderfillHooks {
     fn kind(&self) -> &'static str {
         "underfill"
     }
-    fn backing(&self) -> String {
-        self.inner.backing()
-    }
-    fn dev_size(&self) -> u64 {
-        self.inner.dev_size()
-    }
-    fn params(&self, max_io_buf_bytes: u32) -> ublk_params {
-        self.inner.params(max_io_buf_bytes)
-    }
-    fn plan(&self, req: &Request, data: DataRef, at: Progress) -> Plan {
+    fn queue_io(&self, inner: &LoopTarget, io: &mut Io) -> Action {
+        let req = io.req;
         if req.op != UBLK_IO_OP_READ {
-            return self.inner.plan(req, data, at);
+            return inner.queue_io(io);
         }
         let total = req.nr_sectors << 9;
-        let quarter = (req.nr_sectors / 4) << 9;
         let mut g = lock(&self.log);
-        let (log, pending, in_hole) = &mut *g;
-        if let Some(i) = in_hole.iter().position(|&s| s == req.start_sector) {
-            // a hole fill going on: [0, q) is done; fill [2q, 4q), then commit it all
-            if at.done == quarter {
-                return match self.part(req, data, 2 * quarter, total - 2 * quarter) {
-                    Some(op) => Plan::Submit(op),
-                    None => Plan::Complete(-libc::EIO),
-                };
-            }
-            in_hole.remove(i);
-            return Plan::Complete(total as i32);
-        }
-        if at != Progress::default() {
-            return self.inner.plan(req, data, at);
-        }
+        let (log, pending) = &mut *g;
         if let Some(i) = pending
             .iter()
             .position(|&(start, nr)| start == req.start_sector && nr == req.nr_sectors)
         {
             pending.remove(i);
-            log.remainders.push(*req);
-            return self.inner.plan(req, data, at);
+            log.remainders.push(req);
+            return inner.queue_io(io);
         }
         if req.nr_sectors < 4 {
-            return self.inner.plan(req, data, at);
+            return inner.queue_io(io);
         }
         let Some(how) = lock(&self.armed).take() else {
-            return self.inner.plan(req, data, at);
+            return inner.queue_io(io);
         };
-        let lbs = 1u32 << self.inner.logical_bs_shift();
+        let lbs = 1u32 << inner.logical_bs_shift();
         let (spliced, filled) = how.fill(total, lbs);
-        log.underfilled.push(*req);
+        log.underfilled.push(req);
         if how == Underfill::Nothing {
             // nothing spliced, nothing to come back: the kernel fails the READ
-            return Plan::Complete(total as i32);
+            return Action::Commit(total as i32);
         }
-        if how == Underfill::Hole {
-            in_hole.push(req.start_sector);
-        }
-        let Some(op) = self.part(req, data, 0, spliced) else {
-            return Plan::Complete(-libc::EIO);
+        let Some(op) = Self::part(inner, &req, io.data, 0, spliced) else {
+            return Action::Commit(-libc::EIO);
         };
         let filled_sectors = filled >> 9;
         pending.push((
             req.start_sector + u64::from(filled_sectors),
             req.nr_sectors - filled_sectors,
         ));
-        match how {
-            // continues at done = quarter (above)
-            Underfill::Hole => Plan::Submit(op),
-            _ => Plan::SubmitAndCommit {
-                op,
-                result: total as i32,
-            },
+        io.result = Some(total as i32);
+        io.leg = if how == Underfill::Hole {
+            HOLE_FIRST
+        } else {
+            UNDERFILL_ONE
+        };
+        Action::Submit(op)
+    }
+    /// An under-filled READ commits its full length once its splices are done (a hole
+    /// fill: the first quarter, then the second half); a failed splice is the loop
+    /// target's (retried on -EAGAIN, else committed).
+    fn io_done(&self, inner: &LoopTarget, io: &mut Io, op: &IoOp, res: i32) -> Action {
+        let Some(result) = io.result else {
+            return inner.io_done(io, op, res);
+        };
+        if res < 0 {
+            return inner.io_done(io, op, res);
         }
+        if io.leg == HOLE_FIRST {
+            let total = io.req.nr_sectors << 9;
+            let quarter = (io.req.nr_sectors / 4) << 9;
+            io.leg = HOLE_SECOND;
+            return match Self::part(inner, &io.req, io.data, 2 * quarter, total - 2 * quarter) {
+                Some(op) => Action::Submit(op),
+                None => Action::Commit(-libc::EIO),
+            };
+        }
+        Action::Commit(result)
     }
 }
 
 /// Fails requests of one op with an errno while armed, counting them; everything else is
 /// the loop target's.
-pub struct FailTarget {
-    inner: LoopTarget,
+#[derive(Default)]
+pub struct Fail {
     /// (op, errno) to fail, or None.
     arm: Mutex<Option<(u8, i32)>>,
     failed: AtomicU32,
 }
 
-impl FailTarget {
-    pub fn new(inner: LoopTarget) -> FailTarget {
-        FailTarget {
-            inner,
-            arm: Mutex::new(None),
-            failed: AtomicU32::new(0),
-        }
+/// A loop target that fails the requests of one op on demand.
+pub type FailTarget = Wrap<Fail>;
+
+impl Fail {
+    pub fn target(inner: LoopTarget) -> FailTarget {
+        Wrap::new(inner, Fail::default())
     }
 
     /// Fail every request of `op` with `-errno` (None: stop failing).
@@ -357,28 +345,17 @@ impl FailTarget {
     }
 }
 
-impl Target for FailTarget {
+impl Hooks<LoopTarget> for Fail {
     fn kind(&self) -> &'static str {
         "fail"
     }
-    fn backing(&self) -> String {
-        self.inner.backing()
-    }
-    fn dev_size(&self) -> u64 {
-        self.inner.dev_size()
-    }
-    fn params(&self, max_io_buf_bytes: u32) -> ublk_params {
-        self.inner.params(max_io_buf_bytes)
-    }
-    fn plan(&self, req: &Request, data: DataRef, at: Progress) -> Plan {
-        if at == Progress::default() {
-            if let Some((op, errno)) = *lock(&self.arm) {
-                if req.op == op {
-                    self.failed.fetch_add(1, Ordering::SeqCst);
-                    return Plan::Complete(-errno);
-                }
+    fn queue_io(&self, inner: &LoopTarget, io: &mut Io) -> Action {
+        if let Some((op, errno)) = *lock(&self.arm) {
+            if io.req.op == op {
+                self.failed.fetch_add(1, Ordering::SeqCst);
+                return Action::Commit(-errno);
             }
         }
-        self.inner.plan(req, data, at)
+        inner.queue_io(io)
     }
 }

@@ -29,7 +29,7 @@ use ublk_suite::blockio::{fill_block, open_direct, read_range, AlignedBuf};
 use ublk_suite::check::{self, must};
 use ublk_suite::files::{check_bytes, pattern};
 use ublk_suite::kmsg::{splats, KmsgTail};
-use ublk_suite::targets::{FailTarget, HoldTarget, Release, Underfill, UnderfillTarget};
+use ublk_suite::targets::{Fail, Hold, HoldTarget, Release, Underfill, UnderfillHooks};
 use ublk_suite::tracefs::{error_log, kallsyms_lookup, Kprobe};
 use ublk_suite::ublkcli::{self, spawn_dd, spawn_fg, ublk_cli};
 use ublk_suite::ublkdev::no_devices;
@@ -244,7 +244,7 @@ impl Held {
         require_splice_zc()?;
         let backing =
             backing_file(Backing::Buffered, 4 << 20)?.ok_or_else(|| anyhow!("no backing file"))?;
-        let target = Arc::new(HoldTarget::new(LoopTarget::open(&backing.path, true)?));
+        let target = Arc::new(Hold::target(LoopTarget::open(&backing.path, true)?));
         let mut cfg = DeviceConfig::new();
         cfg.zero_copy = zero_copy;
         cfg.extra_flags = extra;
@@ -852,7 +852,7 @@ fn failed_requests_reach_the_reader() {
 
     must(fresh());
     let bf = must(backing_file(Backing::Buffered, 4 << 20)).expect("backing");
-    let t = Arc::new(FailTarget::new(must(LoopTarget::open(&bf.path, true))));
+    let t = Arc::new(Fail::target(must(LoopTarget::open(&bf.path, true))));
     let mut cfg = DeviceConfig::new();
     cfg.zero_copy = true;
     let dev = must(Device::start_with(&cfg, t.clone()));
@@ -889,7 +889,7 @@ fn underfilled_read(how: Underfill) -> Result<()> {
     let bf = backing_file(Backing::Buffered, size)?.ok_or_else(|| anyhow!("no backing"))?;
     let data = pattern(0x0f11, size as usize);
     ublk_suite::files::write_file(&bf.path, &data)?;
-    let t = Arc::new(UnderfillTarget::new(LoopTarget::open(&bf.path, true)?));
+    let t = Arc::new(UnderfillHooks::target(LoopTarget::open(&bf.path, true)?));
     let mut cfg = DeviceConfig::new();
     cfg.zero_copy = true;
     cfg.depth = 4;

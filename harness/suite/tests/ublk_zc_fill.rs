@@ -19,7 +19,7 @@ use anyhow::{bail, Context, Result};
 use rstest::rstest;
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex};
-use ublk::target::{data_op, DataRef, IoOp, LoopTarget, Plan, Progress, Request, Target};
+use ublk::target::{data_op, Action, DataRef, Hooks, Io, IoOp, LoopTarget, Request, Target, Wrap};
 use ublk::uapi::*;
 use ublk::{Device, DeviceConfig};
 use ublk_suite::blockio::{open_direct, AlignedBuf};
@@ -41,16 +41,18 @@ struct FillState {
     reads: Vec<(u64, u32)>,
 }
 
-/// A loop target on a buffered file with a logical block size of its own and a size of
-/// its own (possibly past the file's end), that under-fills READs on purpose.
-struct FillTarget {
-    inner: LoopTarget,
+/// The hooks of a loop target on a buffered file with a logical block size of its own
+/// and a size of its own (possibly past the file's end), that under-fills READs on
+/// purpose.
+struct Fill {
     lbs_shift: u8,
     size: u64,
     st: Mutex<FillState>,
 }
 
-impl FillTarget {
+type FillTarget = Wrap<Fill>;
+
+impl Fill {
     fn arm(&self, start_sector: u64, bytes: u32) {
         self.st.lock().expect("fill state").armed = Some((start_sector, bytes));
     }
@@ -60,8 +62,8 @@ impl FillTarget {
     }
 
     /// The splice of the first `len` bytes of `req`.
-    fn first_bytes(&self, req: &Request, data: DataRef, len: u32) -> Option<IoOp> {
-        match data_op(req, data, self.inner.backing_info().fd, 0)? {
+    fn first_bytes(inner: &LoopTarget, req: &Request, data: DataRef, len: u32) -> Option<IoOp> {
+        match data_op(req, data, inner.backing_info().fd, 0)? {
             IoOp::Splice {
                 fd_in,
                 off_in,
@@ -82,18 +84,15 @@ impl FillTarget {
     }
 }
 
-impl Target for FillTarget {
+impl Hooks<LoopTarget> for Fill {
     fn kind(&self) -> &'static str {
         "fill"
     }
-    fn backing(&self) -> String {
-        self.inner.backing()
-    }
-    fn dev_size(&self) -> u64 {
+    fn dev_size(&self, _inner: &LoopTarget) -> u64 {
         self.size
     }
-    fn params(&self, max_io_buf_bytes: u32) -> ublk_params {
-        let mut p = self.inner.params(max_io_buf_bytes);
+    fn params(&self, inner: &LoopTarget, max_io_buf_bytes: u32) -> ublk_params {
+        let mut p = inner.params(max_io_buf_bytes);
         let s = self.lbs_shift;
         p.types = UBLK_PARAM_TYPE_BASIC;
         p.basic.logical_bs_shift = s;
@@ -103,9 +102,10 @@ impl Target for FillTarget {
         p.basic.dev_sectors = self.size >> 9;
         p
     }
-    fn plan(&self, req: &Request, data: DataRef, at: Progress) -> Plan {
-        if req.op != UBLK_IO_OP_READ || at != Progress::default() {
-            return self.inner.plan(req, data, at);
+    fn queue_io(&self, inner: &LoopTarget, io: &mut Io) -> Action {
+        let req = io.req;
+        if req.op != UBLK_IO_OP_READ {
+            return inner.queue_io(io);
         }
         let total = req.bytes() as u32;
         let mut st = self.st.lock().expect("fill state");
@@ -120,15 +120,22 @@ impl Target for FillTarget {
         };
         drop(st);
         match fill {
-            None => self.inner.plan(req, data, at),
-            Some(0) => Plan::Complete(total as i32),
-            Some(n) => match self.first_bytes(req, data, n.min(total)) {
-                Some(op) => Plan::SubmitAndCommit {
-                    op,
-                    result: total as i32,
-                },
-                None => Plan::Complete(-libc::EIO),
+            None => inner.queue_io(io),
+            Some(0) => Action::Commit(total as i32),
+            Some(n) => match Self::first_bytes(inner, &req, io.data, n.min(total)) {
+                Some(op) => {
+                    // one splice, then the full length whatever it moved
+                    io.result = Some(total as i32);
+                    Action::Submit(op)
+                }
+                None => Action::Commit(-libc::EIO),
             },
+        }
+    }
+    fn io_done(&self, inner: &LoopTarget, io: &mut Io, op: &IoOp, res: i32) -> Action {
+        match io.result {
+            Some(r) if res >= 0 => Action::Commit(r),
+            _ => inner.io_done(io, op, res),
         }
     }
 }
@@ -150,12 +157,14 @@ impl FillDev {
         let path = dir.join("fill.img");
         let data = pattern(0xf111 + u64::from(lbs_shift), file_size);
         ublk_suite::files::write_file(&path, &data)?;
-        let target = Arc::new(FillTarget {
-            inner: LoopTarget::open(&path, true)?,
-            lbs_shift,
-            size: dev_size,
-            st: Mutex::new(FillState::default()),
-        });
+        let target = Arc::new(Wrap::new(
+            LoopTarget::open(&path, true)?,
+            Fill {
+                lbs_shift,
+                size: dev_size,
+                st: Mutex::new(FillState::default()),
+            },
+        ));
         let mut cfg = DeviceConfig::new();
         cfg.zero_copy = true;
         cfg.depth = 4;

@@ -35,7 +35,7 @@ use ublk_suite::blockio::{open_direct, AlignedBuf};
 use ublk_suite::check::{self, must};
 use ublk_suite::files::{check_bytes, pattern};
 use ublk_suite::scratch::{Fs, ScratchDir};
-use ublk_suite::targets::{HoldTarget, Release};
+use ublk_suite::targets::{Hold, HoldTarget, Release};
 use ublk_suite::tracefs::Kprobe;
 use ublk_suite::ublkdev::{fresh, require_splice_zc};
 use ublk_suite::uring::{Ring, Splice};
@@ -82,7 +82,7 @@ impl Held {
         require_splice_zc()?;
         let (backing, dir) = sized_file(Fs::Tmpfs, "backing.img", 4 << 20)?;
         let dir = dir.ok_or_else(|| anyhow!("no tmpfs directory"))?;
-        let target = Arc::new(HoldTarget::new(LoopTarget::open(&backing, true)?));
+        let target = Arc::new(Hold::target(LoopTarget::open(&backing, true)?));
         let mut cfg = DeviceConfig::new();
         cfg.zero_copy = true;
         cfg.depth = 4;

@@ -46,7 +46,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use ublk::target::{DataRef, MirrorTarget, Plan, Progress, Request, Target};
+use ublk::target::{Action, Hooks, Io, IoOp, MirrorTarget, Request, Target, Wrap};
 use ublk::uapi::*;
 use ublk::{Device, DeviceConfig};
 use ublk_suite::blockio::{full_read_at, open_buffered, open_direct, read_range, AlignedBuf, Rng};
@@ -147,15 +147,14 @@ struct Compared {
     sectors: u64,
 }
 
-/// The mirror target (O_DIRECT legs) with a third step after a WRITE's two legs: the
-/// request's range is read back from both files (O_DIRECT, on descriptors of its own)
-/// and compared before the request is committed.  While the request is not committed
+/// The hooks of the mirror target (O_DIRECT legs) with a step after a WRITE's two legs:
+/// the request's range is read back from both files (O_DIRECT, on descriptors of its
+/// own) and compared before the request is committed.  While the request is not committed
 /// no other WRITE of the page cache can cover its pages (a page under writeback is not
 /// written back again until that ends), and the writers of the O_DIRECT test keep to
 /// regions of their own, so what is read back is what the two legs of this request
 /// wrote.
 struct CheckedMirror {
-    inner: MirrorTarget,
     legs: [File; 2],
     seen: Mutex<Compared>,
     /// The first WRITE whose legs differ, described; and the first read-back error.
@@ -163,8 +162,11 @@ struct CheckedMirror {
     error: Mutex<Option<String>>,
 }
 
+/// The mirror with [`CheckedMirror`]'s hooks.
+type CheckedMirrorTarget = Wrap<CheckedMirror, MirrorTarget>;
+
 impl CheckedMirror {
-    fn open(files: &LegFiles) -> Result<CheckedMirror> {
+    fn open(files: &LegFiles) -> Result<CheckedMirrorTarget> {
         let inner = MirrorTarget::open(&files.paths[0], &files.paths[1], false)?;
         let ro = |p: &Path| {
             OpenOptions::new()
@@ -173,13 +175,15 @@ impl CheckedMirror {
                 .open(p)
                 .with_context(|| format!("opening {} with O_DIRECT", p.display()))
         };
-        Ok(CheckedMirror {
+        Ok(Wrap::new(
             inner,
-            legs: [ro(&files.paths[0])?, ro(&files.paths[1])?],
-            seen: Mutex::new(Compared::default()),
-            first_diff: Mutex::new(None),
-            error: Mutex::new(None),
-        })
+            CheckedMirror {
+                legs: [ro(&files.paths[0])?, ro(&files.paths[1])?],
+                seen: Mutex::new(Compared::default()),
+                first_diff: Mutex::new(None),
+                error: Mutex::new(None),
+            },
+        ))
     }
 
     fn compare(&self, req: &Request) -> Result<()> {
@@ -230,42 +234,30 @@ impl CheckedMirror {
     }
 }
 
-impl Target for CheckedMirror {
+impl Hooks<MirrorTarget> for CheckedMirror {
     fn kind(&self) -> &'static str {
         "checked-mirror"
     }
-    fn backing(&self) -> String {
-        self.inner.backing()
-    }
-    fn dev_size(&self) -> u64 {
-        self.inner.dev_size()
-    }
-    fn params(&self, max_io_buf_bytes: u32) -> ublk_params {
-        self.inner.params(max_io_buf_bytes)
-    }
-    fn plan(&self, req: &Request, data: DataRef, at: Progress) -> Plan {
-        if req.op == UBLK_IO_OP_WRITE && at.leg == 2 {
-            return match self.compare(req) {
-                Ok(()) => Plan::Complete(req.bytes() as i32),
-                Err(e) => {
-                    lock(&self.error).get_or_insert_with(|| format!("{e:#}"));
-                    Plan::Complete(-libc::EIO)
+    /// Once the mirror would commit a WRITE (both legs done), its legs are compared
+    /// first: equal or not, it is committed whole; a failed read-back fails it.
+    fn io_done(&self, inner: &MirrorTarget, io: &mut Io, op: &IoOp, res: i32) -> Action {
+        match inner.io_done(io, op, res) {
+            Action::Commit(r) if r >= 0 && io.req.op == UBLK_IO_OP_WRITE => {
+                match self.compare(&io.req) {
+                    Ok(()) => Action::Commit(io.req.bytes() as i32),
+                    Err(e) => {
+                        lock(&self.error).get_or_insert_with(|| format!("{e:#}"));
+                        Action::Commit(-libc::EIO)
+                    }
                 }
-            };
-        }
-        self.inner.plan(req, data, at)
-    }
-    fn legs(&self, req: &Request) -> u8 {
-        if req.op == UBLK_IO_OP_WRITE {
-            3
-        } else {
-            self.inner.legs(req)
+            }
+            a => a,
         }
     }
 }
 
 /// A two-queue mirror of `zero_copy` mode over `files`, served by [`CheckedMirror`].
-fn start_mirror(zero_copy: bool, files: &LegFiles) -> Result<(Device, Arc<CheckedMirror>)> {
+fn start_mirror(zero_copy: bool, files: &LegFiles) -> Result<(Device, Arc<CheckedMirrorTarget>)> {
     fresh()?;
     require_splice_zc()?;
     let target = Arc::new(CheckedMirror::open(files)?);

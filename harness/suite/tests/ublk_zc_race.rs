@@ -51,7 +51,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use ublk::target::{DataRef, IoOp, LoopTarget, Plan, Progress, Request, Target};
+use ublk::target::{data_done, Action, Hooks, Io, IoOp, LoopTarget, Request, Target, Wrap};
 use ublk::uapi::*;
 use ublk::{Device, DeviceConfig};
 use ublk_suite::blockio::{check_sectors, fill_block, full_read_at, full_write_at, open_direct};
@@ -146,12 +146,11 @@ struct Table {
     passes: u64,
 }
 
-/// A loop target whose data requests run two legs: leg 0 reads the request's length
-/// from the tag's pipe (held until the releaser writes it) or from /dev/zero (not held),
-/// into a sink buffer of the tag; leg 1 is the loop target's splice.  The queue thread
-/// never waits: a held request is an io_uring read in flight.
-struct RaceTarget {
-    inner: LoopTarget,
+/// The hooks of a loop target whose data requests run two legs: leg 0 reads the
+/// request's length from the tag's pipe (held until the releaser writes it) or from
+/// /dev/zero (not held), into a sink buffer of the tag; leg 1 is the loop target's
+/// splice.  The queue thread never waits: a held request is an io_uring read in flight.
+struct Race {
     table: Mutex<Table>,
     /// (read end, write end) of each tag's pipe.
     pipes: Vec<(OwnedFd, File)>,
@@ -163,8 +162,15 @@ struct RaceTarget {
     epoch: Arc<AtomicU64>,
 }
 
-impl RaceTarget {
-    fn new(inner: LoopTarget, epoch: Arc<AtomicU64>, seed: u64) -> Result<RaceTarget> {
+/// A loop target with [`Race`]'s hooks.
+type RaceTarget = Wrap<Race>;
+
+impl Race {
+    fn target(inner: LoopTarget, epoch: Arc<AtomicU64>, seed: u64) -> Result<RaceTarget> {
+        Ok(Wrap::new(inner, Race::new(epoch, seed)?))
+    }
+
+    fn new(epoch: Arc<AtomicU64>, seed: u64) -> Result<Race> {
         let mut pipes = Vec::new();
         for _ in 0..SLOTS {
             let (r, w) = nix::unistd::pipe().context("pipe(2)")?;
@@ -186,8 +192,7 @@ impl RaceTarget {
             hold_fd: zero.as_raw_fd(),
             epoch: 0,
         };
-        Ok(RaceTarget {
-            inner,
+        Ok(Race {
             table: Mutex::new(Table {
                 slots: vec![slot; SLOTS],
                 holding: false,
@@ -269,7 +274,7 @@ impl RaceTarget {
     }
 
     /// Claims a random held request that has not been lent too often: it is not released
-    /// before [`RaceTarget::unclaim`].  (Claims do not keep a request held for long: block
+    /// before [`Race::unclaim`].  (Claims do not keep a request held for long: block
     /// I/O must flow, and the elevator switch drains the queue.)
     fn claim(&self, rng: &mut Rng) -> Option<(usize, Request)> {
         let mut t = lock(&self.table);
@@ -304,63 +309,56 @@ impl RaceTarget {
     }
 }
 
-impl Target for RaceTarget {
+impl Race {
+    /// The read of leg 0 into the tag's sink from `fd`, from byte `done` of the request.
+    fn leg0_read(&self, req: &Request, fd: RawFd, done: u32, total: u32) -> IoOp {
+        let i = slot_of(req.q_id, req.tag) as u64;
+        IoOp::Read {
+            fd,
+            addr: self.sink_addr + i * REQ_MAX as u64 + u64::from(done),
+            len: total - done,
+            // a pipe and /dev/zero are streams: no position
+            offset: u64::MAX,
+        }
+    }
+}
+
+impl Hooks<LoopTarget> for Race {
     fn kind(&self) -> &'static str {
         "race-hold"
     }
-    fn backing(&self) -> String {
-        self.inner.backing()
-    }
-    fn dev_size(&self) -> u64 {
-        self.inner.dev_size()
-    }
-    fn params(&self, max_io_buf_bytes: u32) -> ublk_params {
-        self.inner.params(max_io_buf_bytes)
-    }
-    fn legs(&self, req: &Request) -> u8 {
-        if is_data(req) {
-            2
-        } else {
-            1
-        }
-    }
-    fn plan(&self, req: &Request, data: DataRef, at: Progress) -> Plan {
-        if !is_data(req) {
-            if at == Progress::default() {
-                self.start(req);
-            }
-            return self.inner.plan(req, data, at);
+    fn queue_io(&self, inner: &LoopTarget, io: &mut Io) -> Action {
+        let req = io.req;
+        if !is_data(&req) {
+            self.start(&req);
+            return inner.queue_io(io);
         }
         let Some(total) = req.data_bytes().filter(|&b| b as usize <= REQ_MAX) else {
-            return Plan::Complete(-libc::EINVAL);
+            return Action::Commit(-libc::EINVAL);
         };
-        if at.leg == 0 {
-            let fd = if at.done == 0 {
-                self.start(req)
-            } else {
-                // the rest of a short read of the pipe
-                self.slot(slot_of(req.q_id, req.tag)).hold_fd
-            };
-            if at.done >= total {
-                return Plan::Complete(-libc::EIO);
-            }
-            let i = slot_of(req.q_id, req.tag) as u64;
-            return Plan::Submit(IoOp::Read {
-                fd,
-                addr: self.sink_addr + i * REQ_MAX as u64 + u64::from(at.done),
-                len: total - at.done,
-                // a pipe and /dev/zero are streams: no position
-                offset: u64::MAX,
-            });
+        let fd = self.start(&req);
+        Action::Submit(self.leg0_read(&req, fd, 0, total))
+    }
+    /// Leg 0 ends like a data op (the rest of a short read of the pipe from the same
+    /// pipe); once it has read the whole length, leg 1 is the loop target's request.
+    fn io_done(&self, inner: &LoopTarget, io: &mut Io, op: &IoOp, res: i32) -> Action {
+        if !is_data(&io.req) || io.leg != 0 {
+            return inner.io_done(io, op, res);
         }
-        self.inner.plan(
-            req,
-            data,
-            Progress {
-                leg: 0,
-                done: at.done,
-            },
-        )
+        let req = io.req;
+        let total = req.data_bytes().unwrap_or(0);
+        let a = data_done(io, op, res, |io| {
+            let fd = self.slot(slot_of(req.q_id, req.tag)).hold_fd;
+            Some(self.leg0_read(&req, fd, io.done, total))
+        });
+        match a {
+            Action::Commit(r) if r >= 0 => {
+                io.leg = 1;
+                io.done = 0;
+                inner.queue_io(io)
+            }
+            a => a,
+        }
     }
 }
 
@@ -1110,7 +1108,7 @@ fn race() -> Result<()> {
         .and_then(|f| f.set_len(DEV_SIZE))
         .with_context(|| format!("creating {}", backing.display()))?;
     let epoch = Arc::new(AtomicU64::new(0));
-    let target = Arc::new(RaceTarget::new(
+    let target = Arc::new(Race::target(
         LoopTarget::open(&backing, true)?,
         epoch.clone(),
         seed,

@@ -75,7 +75,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use ublk::target::{DataRef, LoopTarget, Plan, Progress, Request, Target};
+use ublk::target::{Action, Hooks, Io, LoopTarget, Request, Target, Wrap};
 use ublk::uapi::*;
 use ublk::{Device, DeviceConfig};
 use ublk_suite::blockio::{open_direct, AlignedBuf, Rng};
@@ -310,10 +310,10 @@ impl Drop for ReleaseOnDrop {
     }
 }
 
-/// The loop target on a tmpfs file, holding every data request of the I/O threads
-/// while the round holds: the queue thread waits until the committer says what to do.
+/// The hooks of the loop target on a tmpfs file, holding every data request of the I/O
+/// threads while the round holds: the queue thread waits until the committer says what
+/// to do.
 struct RandHold {
-    inner: LoopTarget,
     w: Arc<World>,
 }
 
@@ -389,29 +389,20 @@ impl RandHold {
     }
 }
 
-impl Target for RandHold {
+impl Hooks<LoopTarget> for RandHold {
     fn kind(&self) -> &'static str {
         "rand-hold"
     }
-    fn backing(&self) -> String {
-        self.inner.backing()
-    }
-    fn dev_size(&self) -> u64 {
-        self.inner.dev_size()
-    }
-    fn params(&self, max_io_buf_bytes: u32) -> ublk_params {
-        self.inner.params(max_io_buf_bytes)
-    }
-    fn plan(&self, req: &Request, data: DataRef, at: Progress) -> Plan {
-        let is_data = req.op == UBLK_IO_OP_READ || req.op == UBLK_IO_OP_WRITE;
-        if at == Progress::default() && is_data {
-            match self.hold(req) {
+    fn queue_io(&self, inner: &LoopTarget, io: &mut Io) -> Action {
+        let req = io.req;
+        if req.op == UBLK_IO_OP_READ || req.op == UBLK_IO_OP_WRITE {
+            match self.hold(&req) {
                 None | Some(Go::Serve) => {}
-                Some(Go::Commit(r)) => return Plan::Complete(r),
+                Some(Go::Commit(r)) => return Action::Commit(r),
                 Some(Go::ExitThread) => std::panic::resume_unwind(Box::new(EXIT_THREAD)),
             }
         }
-        self.inner.plan(req, data, at)
+        inner.queue_io(io)
     }
 }
 
@@ -1840,10 +1831,10 @@ fn round(
     table_file(&table, &f, DEV_SIZE)?;
     drop(f);
     let w = Arc::new(World::new(nr_q, depth, table));
-    let target = Arc::new(RandHold {
-        inner: LoopTarget::open(&backing, true)?,
-        w: w.clone(),
-    });
+    let target = Arc::new(Wrap::new(
+        LoopTarget::open(&backing, true)?,
+        RandHold { w: w.clone() },
+    ));
     let mut cfg = DeviceConfig::new();
     cfg.zero_copy = true;
     cfg.nr_queues = nr_q as u16;

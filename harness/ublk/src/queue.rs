@@ -3,8 +3,10 @@
 //! The thread marks itself PR_SET_IO_FLUSHER, maps the queue's io descriptor
 //! array (read-only), sends FETCH_REQ for every tag, reports "ready", and
 //! then serves: a completed FETCH/COMMIT_AND_FETCH hands it a request, the
-//! target plans it, backend ops run on the same ring, and the result goes
-//! back with COMMIT_AND_FETCH_REQ.  When the device stops, the driver
+//! target says what it becomes ([`Target::queue_io`]), the ops it asks for run on
+//! the same ring, each completion goes back to the target ([`Target::io_done`]),
+//! and the result the target commits goes back with COMMIT_AND_FETCH_REQ.  The
+//! queue decides nothing about a request: it moves SQEs and CQEs.  When the device stops, the driver
 //! completes every pending fetch with UBLK_IO_RES_ABORT (-ENODEV); the thread
 //! leaves once every tag is aborted and no backend op is in flight.
 //!
@@ -20,7 +22,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use io_uring::{opcode, squeue, types, IoUring};
 
-use crate::target::{on_completion, DataRef, IoOp, Plan, Progress, Request, Step, Target};
+use crate::target::{Action, DataRef, Io, IoOp, Request, Target};
 use crate::uapi::*;
 
 /// user_data: low 16 bits the tag, bits 16.. the kind.
@@ -239,12 +241,10 @@ pub fn page_size() -> usize {
 
 #[derive(Debug, Clone, Copy, Default)]
 struct TagState {
-    req: Option<Request>,
+    /// The request being served and the target's state of it.
+    io: Option<Io>,
+    /// The op in flight (or last run) for it.
     op: Option<IoOp>,
-    /// The leg that runs and the bytes its data op moved so far.
-    at: Progress,
-    /// Commit this once the op succeeds ([`Plan::SubmitAndCommit`]).
-    commit_as: Option<i32>,
     aborted: bool,
 }
 
@@ -313,13 +313,14 @@ impl Queue {
             let n = self.cfg.stats.errors.fetch_add(1, Ordering::Relaxed);
             // The server log tells why a request failed (first few only).
             if n < 16 {
+                let (req, leg, done) = match t.io {
+                    Some(io) => (Some(io.req), io.leg, io.done),
+                    None => (None, 0, 0),
+                };
                 eprintln!(
-                    "ublk queue {}: tag {tag}: request {:?} failed in leg {} after {} bytes: {} \
-                     (last op {:?})",
+                    "ublk queue {}: tag {tag}: request {req:?} failed in leg {leg} after \
+                     {done} bytes: {} (last op {:?})",
                     self.cfg.q_id,
-                    t.req,
-                    t.at.leg,
-                    t.at.done,
                     errno_str(result),
                     t.op
                 );
@@ -336,14 +337,11 @@ impl Queue {
         unsafe { std::ptr::read_volatile(p.add(usize::from(tag))) }
     }
 
-    fn run_plan(&mut self, tag: u16, plan: Plan) -> Result<()> {
-        match plan {
-            Plan::Complete(res) => self.commit(tag, res),
-            Plan::Submit(op) => self.run_op(tag, op),
-            Plan::SubmitAndCommit { op, result } => {
-                self.tags[usize::from(tag)].commit_as = Some(result);
-                self.run_op(tag, op)
-            }
+    /// Does what the target said.
+    fn act(&mut self, tag: u16, action: Action) -> Result<()> {
+        match action {
+            Action::Commit(res) => self.commit(tag, res),
+            Action::Submit(op) | Action::Continue(op) | Action::Retry(op) => self.run_op(tag, op),
         }
     }
 
@@ -376,58 +374,33 @@ impl Queue {
             _ => &s.write_zeroes,
         }
         .fetch_add(1, Ordering::Relaxed);
+        let mut io = Io::new(req, self.data_ref(tag));
         let t = &mut self.tags[usize::from(tag)];
-        t.req = Some(req);
-        t.at = Progress::default();
-        t.commit_as = None;
-        let plan = self
-            .cfg
-            .target
-            .plan(&req, self.data_ref(tag), Progress::default());
-        self.run_plan(tag, plan)
+        t.io = Some(io);
+        t.op = None;
+        let action = self.cfg.target.queue_io(&mut io);
+        self.tags[usize::from(tag)].io = Some(io);
+        self.act(tag, action)
     }
 
     fn op_done(&mut self, tag: u16, res: i32) -> Result<()> {
         let t = self.tags[usize::from(tag)];
-        let (Some(req), Some(op)) = (t.req, t.op) else {
+        let (Some(mut io), Some(op)) = (t.io, t.op) else {
             bail!("queue {}: completion for idle tag {tag}", self.cfg.q_id);
         };
-        if let (Some(c), true) = (t.commit_as, res >= 0) {
-            return self.commit(tag, c);
+        let action = self.cfg.target.io_done(&mut io, &op, res);
+        self.tags[usize::from(tag)].io = Some(io);
+        let s = &self.cfg.stats;
+        match action {
+            Action::Continue(_) => {
+                s.short_transfers.fetch_add(1, Ordering::Relaxed);
+            }
+            Action::Retry(_) if res == -libc::EAGAIN => {
+                s.eagain_retries.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
         }
-        let total = req.data_bytes().unwrap_or(0);
-        match on_completion(&op, total, t.at.done, res) {
-            Step::Commit(r) if r >= 0 && t.at.leg + 1 < self.cfg.target.legs(&req) => {
-                // This leg is done: the next one starts from 0 bytes.
-                let at = Progress::leg(t.at.leg + 1);
-                self.tags[usize::from(tag)].at = at;
-                let plan = self.cfg.target.plan(&req, self.data_ref(tag), at);
-                self.run_plan(tag, plan)
-            }
-            Step::Commit(r) => self.commit(tag, r),
-            Step::Retry(op) => {
-                if res == -libc::EAGAIN {
-                    self.cfg
-                        .stats
-                        .eagain_retries
-                        .fetch_add(1, Ordering::Relaxed);
-                }
-                self.run_op(tag, op)
-            }
-            Step::Continue { done } => {
-                self.cfg
-                    .stats
-                    .short_transfers
-                    .fetch_add(1, Ordering::Relaxed);
-                let at = Progress {
-                    leg: t.at.leg,
-                    done,
-                };
-                self.tags[usize::from(tag)].at = at;
-                let plan = self.cfg.target.plan(&req, self.data_ref(tag), at);
-                self.run_plan(tag, plan)
-            }
-        }
+        self.act(tag, action)
     }
 
     fn ublk_done(&mut self, tag: u16, res: i32) -> Result<()> {

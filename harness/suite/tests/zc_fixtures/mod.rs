@@ -26,7 +26,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use ublk::target::{DataRef, LoopTarget, Plan, Progress, Request, Target};
+use ublk::target::{Action, Hooks, Io, LoopTarget, Request, Target, Wrap};
 use ublk::uapi::*;
 use ublk::{Device, DeviceConfig};
 use ublk_suite::blockio::{open_direct, AlignedBuf};
@@ -307,22 +307,21 @@ struct HoldState {
     exited: Option<i32>,
 }
 
-/// Holds data requests while holding is on: the queue thread waits in `plan()` until
-/// the test says what to do ([`Go`]).  One request at a time (its queue thread waits),
-/// so use it on a one-queue device.
+/// The hooks of a loop target that holds data requests while holding is on: the queue
+/// thread waits in `queue_io()` until the test says what to do ([`Go`]).  One request at
+/// a time (its queue thread waits), so use it on a one-queue device.
+#[derive(Default)]
 pub struct HoldExit {
-    inner: LoopTarget,
     st: Mutex<HoldState>,
     cv: Condvar,
 }
 
+/// A loop target with [`HoldExit`]'s hooks.
+pub type HoldExitTarget = Wrap<HoldExit>;
+
 impl HoldExit {
-    pub fn new(inner: LoopTarget) -> HoldExit {
-        HoldExit {
-            inner,
-            st: Mutex::new(HoldState::default()),
-            cv: Condvar::new(),
-        }
+    pub fn target(inner: LoopTarget) -> HoldExitTarget {
+        Wrap::new(inner, HoldExit::default())
     }
 
     pub fn set_hold(&self, on: bool) {
@@ -390,30 +389,21 @@ impl HoldExit {
     }
 }
 
-impl Target for HoldExit {
+impl Hooks<LoopTarget> for HoldExit {
     fn kind(&self) -> &'static str {
         "hold-exit"
     }
-    fn backing(&self) -> String {
-        self.inner.backing()
-    }
-    fn dev_size(&self) -> u64 {
-        self.inner.dev_size()
-    }
-    fn params(&self, max_io_buf_bytes: u32) -> ublk_params {
-        self.inner.params(max_io_buf_bytes)
-    }
-    fn plan(&self, req: &Request, data: DataRef, at: Progress) -> Plan {
-        let is_data = req.op == UBLK_IO_OP_READ || req.op == UBLK_IO_OP_WRITE;
-        if at == Progress::default() && is_data {
-            match self.wait_go(req) {
+    fn queue_io(&self, inner: &LoopTarget, io: &mut Io) -> Action {
+        let req = io.req;
+        if req.op == UBLK_IO_OP_READ || req.op == UBLK_IO_OP_WRITE {
+            match self.wait_go(&req) {
                 Go::Serve => {}
-                Go::Commit(r) => return Plan::Complete(r),
+                Go::Commit(r) => return Action::Commit(r),
                 // no panic hook, no message: the thread just unwinds and ends
                 Go::ExitThread => std::panic::resume_unwind(Box::new(EXIT_THREAD)),
             }
         }
-        self.inner.plan(req, data, at)
+        inner.queue_io(io)
     }
 }
 
@@ -428,7 +418,7 @@ pub type HeldIo = std::thread::JoinHandle<std::io::Result<(usize, Vec<u8>)>>;
 /// `req_bytes` one request, served by [`HoldExit`].
 pub struct Held {
     pub dev: Option<Device>,
-    pub target: Arc<HoldExit>,
+    pub target: Arc<HoldExitTarget>,
     pub backing: PathBuf,
     pub req_bytes: usize,
     /// Where the held I/O goes on the device.
@@ -446,7 +436,7 @@ impl Held {
             .with_context(|| format!("creating {}", backing.display()))?;
         f.set_len(8 << 20).context("sizing the backing")?;
         drop(f);
-        let target = Arc::new(HoldExit::new(LoopTarget::open(&backing, true)?));
+        let target = Arc::new(HoldExit::target(LoopTarget::open(&backing, true)?));
         let mut cfg = DeviceConfig::new();
         cfg.zero_copy = true;
         cfg.depth = depth;

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use super::{
-    basic_params, data_op, DataRef, IoOp, Plan, Progress, Request, Target, MAX_DISCARD_SECTORS,
+    basic_params, data_done, data_op, plain_done, Action, DataRef, Io, IoOp, Request, Target,
+    MAX_DISCARD_SECTORS,
 };
 use crate::uapi::*;
 
@@ -40,31 +41,31 @@ pub struct Backing {
     pub kind: BackingKind,
 }
 
-/// The pure request-to-operation mapping of the loop target.
-pub fn plan_loop(b: &Backing, req: &Request, data: DataRef, done: u32) -> Plan {
+/// The first half of the loop target, pure: what a request becomes, or (with `done` >
+/// 0) the op for the rest of a data request of which `done` bytes are moved.
+pub fn plan_loop(b: &Backing, req: &Request, data: DataRef, done: u32) -> Action {
     match req.op {
         UBLK_IO_OP_READ | UBLK_IO_OP_WRITE => {
             if req.data_bytes().is_none() {
-                return Plan::Complete(-libc::EINVAL);
+                return Action::Commit(-libc::EINVAL);
             }
             match data_op(req, data, b.fd, done) {
-                Some(op) => Plan::Submit(op),
+                Some(op) => Action::Submit(op),
                 // Nothing (left) to move.
-                None => Plan::Complete(req.data_bytes().unwrap_or(0) as i32),
+                None => Action::Commit(req.data_bytes().unwrap_or(0) as i32),
             }
         }
-        UBLK_IO_OP_FLUSH => Plan::Submit(IoOp::Fsync {
+        UBLK_IO_OP_FLUSH => Action::Submit(IoOp::Fsync {
             fd: b.fd,
             datasync: true,
         }),
-        UBLK_IO_OP_DISCARD | UBLK_IO_OP_WRITE_ZEROES if req.nr_sectors == 0 => Plan::Complete(0),
-        UBLK_IO_OP_DISCARD => Plan::Submit(match b.kind {
+        UBLK_IO_OP_DISCARD | UBLK_IO_OP_WRITE_ZEROES if req.nr_sectors == 0 => Action::Commit(0),
+        UBLK_IO_OP_DISCARD => Action::Submit(match b.kind {
             BackingKind::File => IoOp::Fallocate {
                 fd: b.fd,
                 mode: FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                 offset: req.offset(),
                 len: req.bytes(),
-                fallback_mode: None,
             },
             BackingKind::BlockDevice => IoOp::RangeIoctl {
                 fd: b.fd,
@@ -73,13 +74,12 @@ pub fn plan_loop(b: &Backing, req: &Request, data: DataRef, done: u32) -> Plan {
                 len: req.bytes(),
             },
         }),
-        UBLK_IO_OP_WRITE_ZEROES => Plan::Submit(match b.kind {
+        UBLK_IO_OP_WRITE_ZEROES => Action::Submit(match b.kind {
             BackingKind::File => IoOp::Fallocate {
                 fd: b.fd,
-                mode: FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
+                mode: ZERO_RANGE_MODE,
                 offset: req.offset(),
                 len: req.bytes(),
-                fallback_mode: Some(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE),
             },
             BackingKind::BlockDevice => IoOp::RangeIoctl {
                 fd: b.fd,
@@ -88,7 +88,40 @@ pub fn plan_loop(b: &Backing, req: &Request, data: DataRef, done: u32) -> Plan {
                 len: req.bytes(),
             },
         }),
-        _ => Plan::Complete(-libc::EOPNOTSUPP),
+        _ => Action::Commit(-libc::EOPNOTSUPP),
+    }
+}
+
+/// The fallocate mode of a WRITE_ZEROES on a file.
+const ZERO_RANGE_MODE: i32 = FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
+
+/// The second half of the loop target, pure: what the completion of `op` with `res`
+/// means for `io`.  Data ops: see [`data_done`] (the rest of a short one from the
+/// backing at the new `done`).  A WRITE_ZEROES whose FALLOC_FL_ZERO_RANGE the file
+/// refuses (EOPNOTSUPP: tmpfs has none) is retried as a punched hole, which reads back
+/// as zeroes as well.  Other ops commit 0 or their error.
+pub fn loop_io_done(b: &Backing, io: &mut Io, op: &IoOp, res: i32) -> Action {
+    if op.is_data() {
+        return data_done(io, op, res, |io| {
+            match plan_loop(b, &io.req, io.data, io.done) {
+                Action::Submit(op) => Some(op),
+                _ => None,
+            }
+        });
+    }
+    match *op {
+        IoOp::Fallocate {
+            fd,
+            mode: ZERO_RANGE_MODE,
+            offset,
+            len,
+        } if res == -libc::EOPNOTSUPP => Action::Retry(IoOp::Fallocate {
+            fd,
+            mode: FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+            offset,
+            len,
+        }),
+        _ => plain_done(res),
     }
 }
 
@@ -330,8 +363,12 @@ impl Target for LoopTarget {
         )
     }
 
-    fn plan(&self, req: &Request, data: DataRef, at: Progress) -> Plan {
-        plan_loop(&self.backing_info(), req, data, at.done)
+    fn queue_io(&self, io: &mut Io) -> Action {
+        plan_loop(&self.backing_info(), &io.req, io.data, 0)
+    }
+
+    fn io_done(&self, io: &mut Io, op: &IoOp, res: i32) -> Action {
+        loop_io_done(&self.backing_info(), io, op, res)
     }
 }
 
@@ -364,7 +401,7 @@ mod tests {
         let b = DataRef::Buffer { addr: 0x7000_0000 };
         assert_eq!(
             plan_loop(&FILE, &req(UBLK_IO_OP_READ, 16, 8), b, 0),
-            Plan::Submit(IoOp::Read {
+            Action::Submit(IoOp::Read {
                 fd: 5,
                 addr: 0x7000_0000,
                 len: 4096,
@@ -373,7 +410,7 @@ mod tests {
         );
         assert_eq!(
             plan_loop(&BLK, &req(UBLK_IO_OP_WRITE, 1, 1), b, 0),
-            Plan::Submit(IoOp::Write {
+            Action::Submit(IoOp::Write {
                 fd: 6,
                 addr: 0x7000_0000,
                 len: 512,
@@ -387,7 +424,7 @@ mod tests {
         let z = DataRef::ZeroCopy { char_fd: 11 };
         assert_eq!(
             plan_loop(&FILE, &req(UBLK_IO_OP_READ, 16, 8), z, 0),
-            Plan::Submit(IoOp::Splice {
+            Action::Submit(IoOp::Splice {
                 fd_in: 11,
                 off_in: ublk_splice_pos(0, 3, 0),
                 fd_out: 5,
@@ -398,7 +435,7 @@ mod tests {
         );
         assert_eq!(
             plan_loop(&FILE, &req(UBLK_IO_OP_WRITE, 16, 8), z, 1024),
-            Plan::Submit(IoOp::Splice {
+            Action::Submit(IoOp::Splice {
                 fd_in: 11,
                 off_in: ublk_splice_pos(0, 3, 1024),
                 fd_out: 5,
@@ -410,7 +447,7 @@ mod tests {
         // Zero-length data request: complete at once.
         assert_eq!(
             plan_loop(&FILE, &req(UBLK_IO_OP_WRITE, 16, 0), z, 0),
-            Plan::Complete(0)
+            Action::Commit(0)
         );
     }
 
@@ -419,29 +456,27 @@ mod tests {
         let z = DataRef::ZeroCopy { char_fd: 11 };
         assert_eq!(
             plan_loop(&FILE, &req(UBLK_IO_OP_FLUSH, 0, 0), z, 0),
-            Plan::Submit(IoOp::Fsync {
+            Action::Submit(IoOp::Fsync {
                 fd: 5,
                 datasync: true
             })
         );
         assert_eq!(
             plan_loop(&FILE, &req(UBLK_IO_OP_DISCARD, 8, 2048), z, 0),
-            Plan::Submit(IoOp::Fallocate {
+            Action::Submit(IoOp::Fallocate {
                 fd: 5,
                 mode: FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                 offset: 4096,
                 len: 1 << 20,
-                fallback_mode: None,
             })
         );
         assert_eq!(
             plan_loop(&FILE, &req(UBLK_IO_OP_WRITE_ZEROES, 8, 2048), z, 0),
-            Plan::Submit(IoOp::Fallocate {
+            Action::Submit(IoOp::Fallocate {
                 fd: 5,
                 mode: FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
                 offset: 4096,
                 len: 1 << 20,
-                fallback_mode: Some(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE),
             })
         );
     }
@@ -451,7 +486,7 @@ mod tests {
         let b = DataRef::Buffer { addr: 4096 };
         assert_eq!(
             plan_loop(&BLK, &req(UBLK_IO_OP_DISCARD, 8, 8), b, 0),
-            Plan::Submit(IoOp::RangeIoctl {
+            Action::Submit(IoOp::RangeIoctl {
                 fd: 6,
                 request: BLKDISCARD,
                 offset: 4096,
@@ -460,7 +495,7 @@ mod tests {
         );
         assert_eq!(
             plan_loop(&BLK, &req(UBLK_IO_OP_WRITE_ZEROES, 8, 8), b, 0),
-            Plan::Submit(IoOp::RangeIoctl {
+            Action::Submit(IoOp::RangeIoctl {
                 fd: 6,
                 request: BLKZEROOUT,
                 offset: 4096,
@@ -469,7 +504,7 @@ mod tests {
         );
         // Large discard: u64 lengths, no overflow.
         match plan_loop(&BLK, &req(UBLK_IO_OP_DISCARD, 0, u32::MAX), b, 0) {
-            Plan::Submit(IoOp::RangeIoctl { len, .. }) => {
+            Action::Submit(IoOp::RangeIoctl { len, .. }) => {
                 assert_eq!(len, u64::from(u32::MAX) << 9)
             }
             p => panic!("{p:?}"),
@@ -481,7 +516,146 @@ mod tests {
         let b = DataRef::Buffer { addr: 4096 };
         assert_eq!(
             plan_loop(&FILE, &req(UBLK_IO_OP_WRITE_SAME, 0, 1), b, 0),
-            Plan::Complete(-libc::EOPNOTSUPP)
+            Action::Commit(-libc::EOPNOTSUPP)
+        );
+    }
+
+    #[test]
+    fn completion_short_transfer_continues() {
+        let z = DataRef::ZeroCopy { char_fd: 11 };
+        let r = req(UBLK_IO_OP_WRITE, 16, 16); // 8 KiB at 8 KiB
+        let mut io = Io::new(r, z);
+        let Action::Submit(op) = plan_loop(&FILE, &r, z, 0) else {
+            panic!("a WRITE submits")
+        };
+        let a = loop_io_done(&FILE, &mut io, &op, 4096);
+        assert_eq!(io.done, 4096);
+        assert_eq!(
+            a,
+            Action::Continue(IoOp::Splice {
+                fd_in: 11,
+                off_in: ublk_splice_pos(0, 3, 4096),
+                fd_out: 5,
+                off_out: 8192 + 4096,
+                len: 4096,
+                flags: SPLICE_F_DIRECT,
+            })
+        );
+        let Action::Continue(rest) = a else {
+            unreachable!()
+        };
+        assert_eq!(
+            loop_io_done(&FILE, &mut io, &rest, 4096),
+            Action::Commit(8192)
+        );
+        // Copy mode: the rest of a short read goes on in the buffer.
+        let b = DataRef::Buffer { addr: 0x7000_0000 };
+        let r = req(UBLK_IO_OP_READ, 0, 8);
+        let mut io = Io::new(r, b);
+        let Action::Submit(op) = plan_loop(&FILE, &r, b, 0) else {
+            panic!("a READ submits")
+        };
+        assert_eq!(
+            loop_io_done(&FILE, &mut io, &op, 512),
+            Action::Continue(IoOp::Read {
+                fd: 5,
+                addr: 0x7000_0000 + 512,
+                len: 3584,
+                offset: 512
+            })
+        );
+    }
+
+    #[test]
+    fn completion_retries() {
+        let z = DataRef::ZeroCopy { char_fd: 11 };
+        let r = req(UBLK_IO_OP_READ, 0, 8);
+        let mut io = Io::new(r, z);
+        let Action::Submit(op) = plan_loop(&FILE, &r, z, 0) else {
+            panic!("a READ submits")
+        };
+        // -EAGAIN from a data op: the same op again.
+        assert_eq!(
+            loop_io_done(&FILE, &mut io, &op, -libc::EAGAIN),
+            Action::Retry(op)
+        );
+        assert_eq!(io.done, 0);
+        // WRITE_ZEROES without FALLOC_FL_ZERO_RANGE: a punched hole instead, once.
+        let wz = req(UBLK_IO_OP_WRITE_ZEROES, 8, 2048);
+        let mut io = Io::new(wz, z);
+        let Action::Submit(zero) = plan_loop(&FILE, &wz, z, 0) else {
+            panic!("WRITE_ZEROES submits")
+        };
+        let punch = IoOp::Fallocate {
+            fd: 5,
+            mode: FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+            offset: 4096,
+            len: 1 << 20,
+        };
+        assert_eq!(
+            loop_io_done(&FILE, &mut io, &zero, -libc::EOPNOTSUPP),
+            Action::Retry(punch)
+        );
+        assert_eq!(
+            loop_io_done(&FILE, &mut io, &punch, -libc::EOPNOTSUPP),
+            Action::Commit(-libc::EOPNOTSUPP)
+        );
+        assert_eq!(loop_io_done(&FILE, &mut io, &punch, 0), Action::Commit(0));
+        // A DISCARD that fails is not retried; -EAGAIN of a non-data op neither.
+        let d = req(UBLK_IO_OP_DISCARD, 8, 8);
+        let mut io = Io::new(d, z);
+        let Action::Submit(disc) = plan_loop(&FILE, &d, z, 0) else {
+            panic!("DISCARD submits")
+        };
+        assert_eq!(
+            loop_io_done(&FILE, &mut io, &disc, -libc::EOPNOTSUPP),
+            Action::Commit(-libc::EOPNOTSUPP)
+        );
+        assert_eq!(
+            loop_io_done(&FILE, &mut io, &disc, -libc::EAGAIN),
+            Action::Commit(-libc::EAGAIN)
+        );
+    }
+
+    #[test]
+    fn completion_commit_results() {
+        let b = DataRef::Buffer { addr: 4096 };
+        // A data request commits its byte count, however the last op ended.
+        let r = req(UBLK_IO_OP_WRITE, 0, 8);
+        let mut io = Io::new(r, b);
+        let Action::Submit(op) = plan_loop(&BLK, &r, b, 0) else {
+            panic!("a WRITE submits")
+        };
+        assert_eq!(loop_io_done(&BLK, &mut io, &op, 4096), Action::Commit(4096));
+        // Errors as they are; nothing moved with bytes left: -EIO.
+        assert_eq!(
+            loop_io_done(&BLK, &mut Io::new(r, b), &op, -libc::ENOSPC),
+            Action::Commit(-libc::ENOSPC)
+        );
+        assert_eq!(
+            loop_io_done(&BLK, &mut Io::new(r, b), &op, 0),
+            Action::Commit(-libc::EIO)
+        );
+        // FLUSH and the block ioctls commit 0 (whatever their result) or the error.
+        let f = req(UBLK_IO_OP_FLUSH, 0, 0);
+        let Action::Submit(fsync) = plan_loop(&FILE, &f, b, 0) else {
+            panic!("FLUSH submits")
+        };
+        assert_eq!(
+            loop_io_done(&FILE, &mut Io::new(f, b), &fsync, 0),
+            Action::Commit(0)
+        );
+        assert_eq!(
+            loop_io_done(&FILE, &mut Io::new(f, b), &fsync, -libc::EIO),
+            Action::Commit(-libc::EIO)
+        );
+        let z = req(UBLK_IO_OP_WRITE_ZEROES, 8, 8);
+        let Action::Submit(ioctl) = plan_loop(&BLK, &z, b, 0) else {
+            panic!("WRITE_ZEROES submits")
+        };
+        assert_eq!(
+            loop_io_done(&BLK, &mut Io::new(z, b), &ioctl, 0),
+            Action::Commit(0)
         );
     }
 

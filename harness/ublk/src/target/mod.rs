@@ -1,15 +1,18 @@
-//! Targets: what a ublk request becomes.
+//! Targets: what a ublk request becomes, and what its I/O's completion means.
 //!
-//! A [`Target`] maps a request (op, start sector, sector count, flags, and
-//! where its data lives: a server buffer in copy mode or the zero-copy splice
-//! window) to a [`Plan`]: complete at once, or run one [`IoOp`].  The queue
-//! runs the op on its io_uring and feeds the result to [`on_completion`],
-//! which says whether to commit, continue a short transfer or retry.  All of
-//! that is pure and unit-tested; only the queue touches the ring.
+//! A [`Target`] decides both halves of a request, as the kernel's ublk selftest server
+//! (kublk) does with its target ops: [`Target::queue_io`] maps a new request (op, start
+//! sector, sector count, flags, and where its data lives: a server buffer in copy mode or
+//! the zero-copy splice window) to an [`Action`]: commit at once, or run an [`IoOp`];
+//! [`Target::io_done`] maps an op's result to the next [`Action`]: commit with which
+//! result, continue a short transfer, retry, or the next op.  The queue only moves SQEs
+//! and CQEs.  Every target's both halves are pure functions of the request, its [`Io`]
+//! state and the result, and are unit-tested here.
 
 pub mod file;
 pub mod mirror;
 pub mod null;
+pub mod wrap;
 
 use std::os::fd::RawFd;
 
@@ -20,6 +23,7 @@ use crate::uapi::*;
 pub use file::{Backing, BackingKind, LoopTarget};
 pub use mirror::MirrorTarget;
 pub use null::NullTarget;
+pub use wrap::{Hooks, Wrap};
 
 /// One request as the driver described it in the io descriptor array.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,9 +111,6 @@ pub enum IoOp {
         mode: i32,
         offset: u64,
         len: u64,
-        /// Mode to retry with if `mode` gives EOPNOTSUPP (e.g. tmpfs has no
-        /// FALLOC_FL_ZERO_RANGE; punching a hole zeroes as well).
-        fallback_mode: Option<i32>,
     },
     /// A block device ioctl taking a `[u64; 2]` range (BLKDISCARD,
     /// BLKZEROOUT).  io_uring has no ioctl op on 6.1: run synchronously.
@@ -184,7 +185,6 @@ impl IoOp {
                 mode,
                 offset,
                 len,
-                ..
             } => opcode::Fallocate::new(types::Fd(fd), len)
                 .offset(offset)
                 .mode(mode)
@@ -219,108 +219,121 @@ impl IoOp {
     }
 }
 
-/// What to do with a request.
+/// What the queue does next with a request: a target's answer to
+/// [`Target::queue_io`] and [`Target::io_done`].  The variants that submit differ only
+/// in what the queue counts ([`crate::queue::QueueStats`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Plan {
-    /// Commit now with this result.
-    Complete(i32),
-    /// Run this op, then call [`on_completion`].
-    Submit(IoOp),
-    /// Run this op; once it succeeds, commit `result` whatever it moved (a failed op
-    /// still commits its error).  For test targets that misreport a request on purpose,
-    /// e.g. a READ committed with more bytes than were filled.
-    SubmitAndCommit { op: IoOp, result: i32 },
-}
-
-/// How far a request has got: which of the target's legs runs (see
-/// [`Target::legs`]) and how many bytes of that leg's data op are done.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Progress {
-    pub leg: u8,
-    pub done: u32,
-}
-
-impl Progress {
-    /// The start of leg `leg`.
-    pub const fn leg(leg: u8) -> Progress {
-        Progress { leg, done: 0 }
-    }
-}
-
-/// What to do after an op completed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
-    /// Commit the request with this result.
+pub enum Action {
+    /// Commit the request with this result (COMMIT_AND_FETCH_REQ).
     Commit(i32),
-    /// A data op moved fewer bytes than asked: plan again from `done` bytes.
-    Continue { done: u32 },
-    /// Run this op instead (fallback).
+    /// Run this op; its result goes to [`Target::io_done`].
+    Submit(IoOp),
+    /// Run this op, the rest of a short data transfer (counted as a short transfer).
+    Continue(IoOp),
+    /// Run this op again, or its replacement, after a failure such as -EAGAIN (counted
+    /// as a retry when the failure was -EAGAIN).
     Retry(IoOp),
 }
 
-/// The continuation logic.  `total` is the request's byte count, `done` what
-/// earlier ops of this request moved, `res` the op's result.
-///
-/// - a negative result ends the request with that error (never a hang), except
-///   -EAGAIN from a data op: io_uring posts it when a nowait bio was refused after the
-///   submission returned (a direct splice on the lend path, like a read or a write), and
-///   the op is run again as it was;
-/// - a data op that moved 0 bytes with bytes remaining ends it with -EIO
-///   (rather than spinning);
-/// - a short data op continues from the new `done`;
-/// - a non-data op (flush, discard, write zeroes) commits 0 on success (the
-///   driver only looks at the sign for those).
-pub fn on_completion(op: &IoOp, total: u32, done: u32, res: i32) -> Step {
-    if res == -libc::EAGAIN && op.is_data() {
-        return Step::Retry(*op);
-    }
-    if res < 0 {
-        if let IoOp::Fallocate {
-            fallback_mode: Some(m),
-            ..
-        } = *op
-        {
-            if res == -libc::EOPNOTSUPP {
-                let mut again = *op;
-                if let IoOp::Fallocate {
-                    ref mut mode,
-                    ref mut fallback_mode,
-                    ..
-                } = again
-                {
-                    *mode = m;
-                    *fallback_mode = None;
-                }
-                return Step::Retry(again);
-            }
+/// One request in flight, as the queue keeps it for its target.  The queue makes a new
+/// one for every request (everything but `req` and `data` zero) and passes it to each
+/// call of the target for that request; it never reads the target's fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Io {
+    pub req: Request,
+    /// Where the request's data is.
+    pub data: DataRef,
+    /// The target's: which of its steps runs, for a target that runs a request as
+    /// several ops one after another (the mirror: one leg per file).
+    pub leg: u8,
+    /// The target's: bytes of the current step's data moved so far.
+    pub done: u32,
+    /// The target's: a result chosen before its ops are done, to commit once they are.
+    pub result: Option<i32>,
+}
+
+impl Io {
+    pub fn new(req: Request, data: DataRef) -> Io {
+        Io {
+            req,
+            data,
+            leg: 0,
+            done: 0,
+            result: None,
         }
-        return Step::Commit(res);
-    }
-    if !op.is_data() {
-        return Step::Commit(0);
-    }
-    let remaining = total.saturating_sub(done);
-    let moved = res as u32;
-    if moved == 0 {
-        return if remaining == 0 {
-            Step::Commit(total as i32)
-        } else {
-            Step::Commit(-libc::EIO)
-        };
-    }
-    if moved >= remaining {
-        Step::Commit(total as i32)
-    } else {
-        Step::Continue { done: done + moved }
     }
 }
 
-/// A ublk target.  Shared by all queue threads.
+/// What a data op's result means for a transfer of `total` bytes of which `done` were
+/// moved before the op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataStep {
+    /// -EAGAIN: run the op again as it was.  io_uring posts it when a nowait bio was
+    /// refused after the submission returned (a direct splice on the lend path, like a
+    /// read or a write).
+    Again,
+    /// Short: `done` bytes are moved now; move the rest.
+    More { done: u32 },
+    /// Every byte is moved.
+    Done,
+    /// The transfer fails with this result.
+    Failed(i32),
+}
+
+/// The rule for data ops: an error (other than -EAGAIN) ends the transfer with that
+/// error, never a hang; an op that moved 0 bytes with bytes remaining ends it with -EIO
+/// (rather than spinning); a short op continues from the new `done`; more than asked is
+/// clamped.
+pub fn data_step(total: u32, done: u32, res: i32) -> DataStep {
+    if res == -libc::EAGAIN {
+        return DataStep::Again;
+    }
+    if res < 0 {
+        return DataStep::Failed(res);
+    }
+    let remaining = total.saturating_sub(done);
+    let moved = res as u32;
+    if moved >= remaining {
+        DataStep::Done
+    } else if moved == 0 {
+        DataStep::Failed(-libc::EIO)
+    } else {
+        DataStep::More { done: done + moved }
+    }
+}
+
+/// The completion half of a request whose data op `op` (of [`Io::req`]'s whole length)
+/// returned `res`: retry -EAGAIN, continue a short transfer with `rest(io)` once
+/// `io.done` is updated (no op for the rest: -EIO), commit the request's length once
+/// every byte is moved, or the error.
+pub fn data_done(
+    io: &mut Io,
+    op: &IoOp,
+    res: i32,
+    rest: impl FnOnce(&Io) -> Option<IoOp>,
+) -> Action {
+    let total = io.req.data_bytes().unwrap_or(0);
+    match data_step(total, io.done, res) {
+        DataStep::Again => Action::Retry(*op),
+        DataStep::Failed(e) => Action::Commit(e),
+        DataStep::Done => Action::Commit(total as i32),
+        DataStep::More { done } => {
+            io.done = done;
+            match rest(io) {
+                Some(op) => Action::Continue(op),
+                None => Action::Commit(-libc::EIO),
+            }
+        }
+    }
+}
+
+/// A ublk target: both halves of every request, as the kernel's ublk selftest server
+/// (kublk) splits them.  Shared by all queue threads.
 ///
-/// A request runs as one or more legs (a mirror writes a WRITE to each of its files):
-/// each leg is planned from [`Progress::leg`]`(n)`, a short data op continues within the
-/// leg, and the request is committed with the result of its last leg.  An error ends
-/// the request at once.
+/// [`Target::queue_io`] says what a new request becomes: commit at once, or an op to
+/// run.  [`Target::io_done`] says what an op's completion means: commit with which
+/// result, continue a short transfer, retry, or run the next op of a request that takes
+/// several.  The queue only runs the ops and commits.
 pub trait Target: Send + Sync {
     /// "null", "loop", "mirror", or a test target's name.
     fn kind(&self) -> &'static str;
@@ -330,12 +343,17 @@ pub trait Target: Send + Sync {
     fn dev_size(&self) -> u64;
     /// Parameters for SET_PARAMS.  `max_io_buf_bytes` as ADD_DEV granted it.
     fn params(&self, max_io_buf_bytes: u32) -> ublk_params;
-    /// Plan (the rest of) leg `at.leg` of a request: `at.done` bytes of it are moved.
-    fn plan(&self, req: &Request, data: DataRef, at: Progress) -> Plan;
-    /// How many legs `req` runs, one after another (1 unless the target says more).
-    fn legs(&self, _req: &Request) -> u8 {
-        1
-    }
+    /// A new request: commit at once, or submit its first op.
+    fn queue_io(&self, io: &mut Io) -> Action;
+    /// The op `op` this target asked for on behalf of `io` completed with `res` (a CQE's
+    /// result: >= 0 or -errno): what now.
+    fn io_done(&self, io: &mut Io, op: &IoOp, res: i32) -> Action;
+}
+
+/// The completion half of a non-data op (flush, discard, write zeroes): its error, or
+/// 0 (the driver only looks at the sign for those).
+pub fn plain_done(res: i32) -> Action {
+    Action::Commit(res.min(0))
 }
 
 /// The op that moves `req`'s data between the request and `fd` from `done`
@@ -494,49 +512,82 @@ mod tests {
         );
     }
 
-    #[test]
-    fn continuation_short_and_full() {
-        let op = IoOp::Splice {
+    fn splice(len: u32) -> IoOp {
+        IoOp::Splice {
             fd_in: 1,
             off_in: 0,
             fd_out: 2,
             off_out: 0,
-            len: 8192,
+            len,
             flags: SPLICE_F_DIRECT,
-        };
-        assert_eq!(on_completion(&op, 8192, 0, 8192), Step::Commit(8192));
-        assert_eq!(on_completion(&op, 8192, 0, -libc::EAGAIN), Step::Retry(op));
-        assert_eq!(
-            on_completion(&op, 8192, 0, 4096),
-            Step::Continue { done: 4096 }
-        );
-        assert_eq!(on_completion(&op, 8192, 4096, 4096), Step::Commit(8192));
-        assert_eq!(
-            on_completion(&op, 8192, 4096, 512),
-            Step::Continue { done: 4608 }
-        );
-        // More than asked: clamp, never overflow.
-        assert_eq!(on_completion(&op, 8192, 4096, 10_000), Step::Commit(8192));
+        }
     }
 
     #[test]
-    fn continuation_errors_never_spin() {
-        let op = IoOp::Read {
-            fd: 1,
-            addr: 0,
-            len: 4096,
-            offset: 0,
+    fn data_step_short_and_full() {
+        assert_eq!(data_step(8192, 0, 8192), DataStep::Done);
+        assert_eq!(data_step(8192, 0, -libc::EAGAIN), DataStep::Again);
+        assert_eq!(data_step(8192, 0, 4096), DataStep::More { done: 4096 });
+        assert_eq!(data_step(8192, 4096, 4096), DataStep::Done);
+        assert_eq!(data_step(8192, 4096, 512), DataStep::More { done: 4608 });
+        // More than asked: clamp, never overflow.
+        assert_eq!(data_step(8192, 4096, 10_000), DataStep::Done);
+        // Nothing left and nothing moved: done.
+        assert_eq!(data_step(0, 0, 0), DataStep::Done);
+    }
+
+    #[test]
+    fn data_step_errors_never_spin() {
+        assert_eq!(
+            data_step(4096, 0, -libc::EINVAL),
+            DataStep::Failed(-libc::EINVAL)
+        );
+        assert_eq!(
+            data_step(4096, 512, -libc::EACCES),
+            DataStep::Failed(-libc::EACCES)
+        );
+        assert_eq!(data_step(4096, 0, 0), DataStep::Failed(-libc::EIO));
+        assert_eq!(data_step(4096, 2048, 0), DataStep::Failed(-libc::EIO));
+    }
+
+    #[test]
+    fn data_done_continues_retries_commits() {
+        let r = req(UBLK_IO_OP_READ, 0, 16); // 8 KiB
+        let z = DataRef::ZeroCopy { char_fd: 9 };
+        let mut io = Io::new(r, z);
+        let op = data_op(&r, z, 4, 0).expect("data op");
+        // -EAGAIN: the same op again, nothing counted as moved.
+        assert_eq!(
+            data_done(&mut io, &op, -libc::EAGAIN, |_| None),
+            Action::Retry(op)
+        );
+        assert_eq!(io.done, 0);
+        // Short: the rest, planned from the new `done`.
+        let a = data_done(&mut io, &op, 3072, |io| {
+            data_op(&io.req, io.data, 4, io.done)
+        });
+        assert_eq!(io.done, 3072);
+        assert_eq!(a, Action::Continue(data_op(&r, z, 4, 3072).expect("rest")));
+        // The rest moved: the request's length is committed.
+        let Action::Continue(rest) = a else {
+            unreachable!()
         };
         assert_eq!(
-            on_completion(&op, 4096, 0, -libc::EINVAL),
-            Step::Commit(-libc::EINVAL)
+            data_done(&mut io, &rest, 5120, |_| None),
+            Action::Commit(8192)
         );
+        // A short op with no op for the rest fails the request rather than hang.
+        let mut io = Io::new(r, z);
         assert_eq!(
-            on_completion(&op, 4096, 512, -libc::EACCES),
-            Step::Commit(-libc::EACCES)
+            data_done(&mut io, &op, 512, |_| None),
+            Action::Commit(-libc::EIO)
         );
-        assert_eq!(on_completion(&op, 4096, 0, 0), Step::Commit(-libc::EIO));
-        assert_eq!(on_completion(&op, 4096, 2048, 0), Step::Commit(-libc::EIO));
+        // An error is committed as it is.
+        let mut io = Io::new(r, z);
+        assert_eq!(
+            data_done(&mut io, &splice(8192), -libc::EFAULT, |_| None),
+            Action::Commit(-libc::EFAULT)
+        );
     }
 
     #[test]
@@ -544,11 +595,11 @@ mod tests {
         // Simulate a splice that always moves at most one page.
         let r = req(UBLK_IO_OP_READ, 0, 256); // 128 KiB
         let z = DataRef::ZeroCopy { char_fd: 3 };
-        let mut done = 0;
+        let total = r.data_bytes().unwrap();
+        let mut io = Io::new(r, z);
+        let mut op = data_op(&r, z, 4, 0).expect("data op");
         let mut rounds = 0;
         loop {
-            let total = r.data_bytes().unwrap();
-            let op = data_op(&r, z, 4, done).expect("data op");
             if let IoOp::Splice {
                 off_in,
                 off_out,
@@ -556,56 +607,31 @@ mod tests {
                 ..
             } = op
             {
-                assert_eq!(ublk_splice_pos_to_off(off_in), done);
-                assert_eq!(off_out, u64::from(done));
-                assert_eq!(len, total - done);
+                assert_eq!(ublk_splice_pos_to_off(off_in), io.done);
+                assert_eq!(off_out, u64::from(io.done));
+                assert_eq!(len, total - io.done);
             }
             rounds += 1;
-            match on_completion(&op, total, done, 4096.min((total - done) as i32)) {
-                Step::Continue { done: d } => done = d,
-                Step::Commit(res) => {
+            let res = 4096.min((total - io.done) as i32);
+            match data_done(&mut io, &op, res, |io| {
+                data_op(&io.req, io.data, 4, io.done)
+            }) {
+                Action::Continue(next) => op = next,
+                Action::Commit(res) => {
                     assert_eq!(res, total as i32);
                     break;
                 }
-                Step::Retry(_) => panic!("no retry for data ops"),
+                a => panic!("{a:?}"),
             }
         }
         assert_eq!(rounds, 32);
     }
 
     #[test]
-    fn non_data_ops_commit_zero() {
-        let op = IoOp::Fsync {
-            fd: 1,
-            datasync: true,
-        };
-        assert_eq!(on_completion(&op, 0, 0, 0), Step::Commit(0));
-        assert_eq!(
-            on_completion(&op, 0, 0, -libc::EIO),
-            Step::Commit(-libc::EIO)
-        );
-        let f = IoOp::Fallocate {
-            fd: 1,
-            mode: 0x10,
-            offset: 0,
-            len: 4096,
-            fallback_mode: Some(0x3),
-        };
-        assert_eq!(on_completion(&f, 4096, 0, 0), Step::Commit(0));
-        assert_eq!(
-            on_completion(&f, 4096, 0, -libc::EOPNOTSUPP),
-            Step::Retry(IoOp::Fallocate {
-                fd: 1,
-                mode: 0x3,
-                offset: 0,
-                len: 4096,
-                fallback_mode: None
-            })
-        );
-        assert_eq!(
-            on_completion(&f, 4096, 0, -libc::EIO),
-            Step::Commit(-libc::EIO)
-        );
+    fn plain_ops_commit_zero_or_the_error() {
+        assert_eq!(plain_done(0), Action::Commit(0));
+        assert_eq!(plain_done(4096), Action::Commit(0));
+        assert_eq!(plain_done(-libc::EIO), Action::Commit(-libc::EIO));
     }
 
     #[test]

@@ -12,7 +12,10 @@ use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 
 use anyhow::{bail, Context, Result};
 
-use super::{basic_params, data_op, DataRef, Plan, Request, Target, MAX_DISCARD_SECTORS};
+use super::{
+    basic_params, data_done, data_op, plain_done, Action, DataRef, Io, IoOp, Request, Target,
+    MAX_DISCARD_SECTORS,
+};
 use crate::uapi::*;
 
 pub struct NullTarget {
@@ -49,22 +52,30 @@ impl NullTarget {
     }
 }
 
-/// The pure mapping of the null target; `zeroes` is a file of zeroes as large as the
-/// device.
-pub fn plan_null(req: &Request, data: DataRef, zeroes: RawFd, done: u32) -> Plan {
+/// The first half of the null target, pure; `zeroes` is a file of zeroes as large as the
+/// device.  With `done` > 0: the rest of a READ of which `done` bytes are filled.
+pub fn plan_null(req: &Request, data: DataRef, zeroes: RawFd, done: u32) -> Action {
     match req.op {
         UBLK_IO_OP_READ => match (req.data_bytes(), data_op(req, data, zeroes, done)) {
-            (None, _) => Plan::Complete(-libc::EINVAL),
-            (Some(_), Some(op)) => Plan::Submit(op),
-            (Some(b), None) => Plan::Complete(b as i32),
+            (None, _) => Action::Commit(-libc::EINVAL),
+            (Some(_), Some(op)) => Action::Submit(op),
+            (Some(b), None) => Action::Commit(b as i32),
         },
         UBLK_IO_OP_WRITE => match req.data_bytes() {
-            Some(b) => Plan::Complete(b as i32),
-            None => Plan::Complete(-libc::EINVAL),
+            Some(b) => Action::Commit(b as i32),
+            None => Action::Commit(-libc::EINVAL),
         },
-        UBLK_IO_OP_FLUSH | UBLK_IO_OP_DISCARD | UBLK_IO_OP_WRITE_ZEROES => Plan::Complete(0),
-        _ => Plan::Complete(-libc::EOPNOTSUPP),
+        UBLK_IO_OP_FLUSH | UBLK_IO_OP_DISCARD | UBLK_IO_OP_WRITE_ZEROES => Action::Commit(0),
+        _ => Action::Commit(-libc::EOPNOTSUPP),
     }
+}
+
+/// The second half of the null target, pure: only READs run an op (from `zeroes`).
+pub fn null_io_done(zeroes: RawFd, io: &mut Io, op: &IoOp, res: i32) -> Action {
+    if !op.is_data() {
+        return plain_done(res);
+    }
+    data_done(io, op, res, |io| data_op(&io.req, io.data, zeroes, io.done))
 }
 
 impl Target for NullTarget {
@@ -96,15 +107,18 @@ impl Target for NullTarget {
         }
     }
 
-    fn plan(&self, req: &Request, data: DataRef, at: super::Progress) -> Plan {
-        plan_null(req, data, self.zeroes.as_raw_fd(), at.done)
+    fn queue_io(&self, io: &mut Io) -> Action {
+        plan_null(&io.req, io.data, self.zeroes.as_raw_fd(), 0)
+    }
+
+    fn io_done(&self, io: &mut Io, op: &IoOp, res: i32) -> Action {
+        null_io_done(self.zeroes.as_raw_fd(), io, op, res)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::target::IoOp;
 
     fn req(op: u8, nr: u32) -> Request {
         Request {
@@ -122,7 +136,7 @@ mod tests {
         let b = DataRef::Buffer { addr: 0x1000 };
         assert_eq!(
             plan_null(&req(UBLK_IO_OP_READ, 8), b, 7, 0),
-            Plan::Submit(IoOp::Read {
+            Action::Submit(IoOp::Read {
                 fd: 7,
                 addr: 0x1000,
                 len: 4096,
@@ -132,7 +146,7 @@ mod tests {
         let z = DataRef::ZeroCopy { char_fd: 3 };
         assert!(matches!(
             plan_null(&req(UBLK_IO_OP_READ, 8), z, 7, 512),
-            Plan::Submit(IoOp::Splice {
+            Action::Submit(IoOp::Splice {
                 fd_out: 7,
                 len: 3584,
                 ..
@@ -140,19 +154,55 @@ mod tests {
         ));
         assert_eq!(
             plan_null(&req(UBLK_IO_OP_WRITE, 1), z, 7, 0),
-            Plan::Complete(512)
+            Action::Commit(512)
         );
         assert_eq!(
             plan_null(&req(UBLK_IO_OP_FLUSH, 0), b, 7, 0),
-            Plan::Complete(0)
+            Action::Commit(0)
         );
         assert_eq!(
             plan_null(&req(UBLK_IO_OP_DISCARD, 16), b, 7, 0),
-            Plan::Complete(0)
+            Action::Commit(0)
         );
         assert_eq!(
             plan_null(&req(UBLK_IO_OP_WRITE_SAME, 1), b, 7, 0),
-            Plan::Complete(-libc::EOPNOTSUPP)
+            Action::Commit(-libc::EOPNOTSUPP)
+        );
+    }
+
+    #[test]
+    fn null_read_completion() {
+        let z = DataRef::ZeroCopy { char_fd: 3 };
+        let r = req(UBLK_IO_OP_READ, 8);
+        let mut io = Io::new(r, z);
+        let Action::Submit(op) = plan_null(&r, z, 7, 0) else {
+            panic!("a READ submits")
+        };
+        // A short fill continues from the zero file at the new offset.
+        let a = null_io_done(7, &mut io, &op, 1024);
+        assert!(
+            matches!(
+                a,
+                Action::Continue(IoOp::Splice {
+                    fd_out: 7,
+                    off_out: 1024,
+                    len: 3072,
+                    ..
+                })
+            ),
+            "{a:?}"
+        );
+        let Action::Continue(rest) = a else {
+            unreachable!()
+        };
+        assert_eq!(null_io_done(7, &mut io, &rest, 3072), Action::Commit(4096));
+        assert_eq!(
+            null_io_done(7, &mut Io::new(r, z), &op, -libc::EAGAIN),
+            Action::Retry(op)
+        );
+        assert_eq!(
+            null_io_done(7, &mut Io::new(r, z), &op, -libc::EFAULT),
+            Action::Commit(-libc::EFAULT)
         );
     }
 
