@@ -12,6 +12,7 @@ use clap::{ArgGroup, Args, CommandFactory, Parser, Subcommand};
 
 use crate::device::{DeviceConfig, TargetConfig, DEFAULT_DEPTH, DEFAULT_NULL_SIZE, DEFAULT_QUEUES};
 use crate::uapi::*;
+use crate::validate;
 
 const AFTER_HELP: &str = "\
 Commands in short:
@@ -170,41 +171,25 @@ fn parse_u64(s: &str) -> Result<u64, String> {
         .map_err(|_| format!("{s:?} is not a valid number"))
 }
 
+// The rules are crate::validate's; these only parse.
+
 fn parse_queues(s: &str) -> Result<u16, String> {
-    match s.parse::<u16>() {
-        Ok(0) => Err("at least one queue is needed".into()),
-        Ok(n) => Ok(n),
-        Err(_) => Err(format!("{s:?} is not a valid number")),
-    }
+    let n = s
+        .parse::<u16>()
+        .map_err(|_| format!("{s:?} is not a valid number"))?;
+    validate::queues(n)
 }
 
 fn parse_depth(s: &str) -> Result<u16, String> {
-    let d = parse_u32(s)?;
-    match u16::try_from(d) {
-        Ok(d) if (1..=UBLK_MAX_QUEUE_DEPTH).contains(&d) => Ok(d),
-        _ => Err(format!(
-            "queue depth must be between 1 and {UBLK_MAX_QUEUE_DEPTH}"
-        )),
-    }
+    validate::depth(parse_u32(s)?)
 }
 
-/// Device ids the driver accepts (UBLK_MINORS).
-const MAX_DEV_ID: u32 = 1 << 20;
-
 fn parse_dev_id(s: &str) -> Result<u32, String> {
-    let n = parse_u32(s)?;
-    if n >= MAX_DEV_ID {
-        return Err(format!("device id must be below {MAX_DEV_ID}"));
-    }
-    Ok(n)
+    validate::dev_id(parse_u32(s)?)
 }
 
 fn parse_max_io(s: &str) -> Result<u32, String> {
-    let n = zc_cliutil::size_arg(s)?;
-    match u32::try_from(n) {
-        Ok(n) if (4096..=(1 << 30)).contains(&n) && n % 4096 == 0 => Ok(n),
-        _ => Err("must be a multiple of 4K between 4K and 1G".into()),
-    }
+    validate::max_io(zc_cliutil::size_arg(s)?)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -304,11 +289,8 @@ impl AddOpts {
                         ));
                     }
                     let size = size.unwrap_or(DEFAULT_NULL_SIZE);
-                    if size < 512 {
-                        return Err(err(
-                            ErrorKind::ValueValidation,
-                            format!("add -t null: size {size} is too small (at least 512 bytes)"),
-                        ));
+                    if let Err(e) = validate::null_size(size) {
+                        return Err(err(ErrorKind::ValueValidation, format!("add -t null: {e}")));
                     }
                     TargetConfig::Null { size }
                 }

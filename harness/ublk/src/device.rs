@@ -113,25 +113,9 @@ impl DeviceConfig {
         }
     }
 
+    /// The rules of [`crate::validate`], the same as the `ublk` command's.
     pub fn validate(&self) -> Result<()> {
-        if self.depth == 0 || self.depth > UBLK_MAX_QUEUE_DEPTH {
-            bail!(
-                "queue depth {} is out of range: must be 1..={UBLK_MAX_QUEUE_DEPTH}",
-                self.depth
-            );
-        }
-        if self.nr_queues == 0 {
-            bail!("the number of queues must be at least 1");
-        }
-        if self.max_io_buf_bytes < 4096
-            || u64::from(self.max_io_buf_bytes) > UBLK_SPLICE_BUF_MAX_SIZE
-        {
-            bail!(
-                "max io buffer size {} is out of range: 4096..=1GiB",
-                self.max_io_buf_bytes
-            );
-        }
-        Ok(())
+        crate::validate::device(self).map_err(anyhow::Error::msg)
     }
 }
 

@@ -6,6 +6,7 @@
 //! - [`ctrl`]: the control path (/dev/ublk-control).
 //! - [`queue`]: one thread and one io_uring per hardware queue.
 //! - [`target`]: null, loop and mirror targets, request-to-operation mapping.
+//! - [`validate`]: the rules for a device's parameters (CLI and library alike).
 //! - [`device`]: a device served in this process ([`Device::start`] for a built-in
 //!   target, [`Device::start_with`] for any [`target::Target`]).
 //! - [`server`], [`admin`], [`state`], [`cli`]: the `ublk` command.
@@ -20,5 +21,6 @@ pub mod server;
 pub mod state;
 pub mod target;
 pub mod uapi;
+pub mod validate;
 
 pub use device::{Device, DeviceConfig, TargetConfig};

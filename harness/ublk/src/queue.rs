@@ -527,10 +527,8 @@ fn setup(cfg: QueueConfig) -> Result<Queue> {
     if cfg.drop_sys_admin {
         drop_cap_sys_admin()?;
     }
-    let depth = cfg.depth;
-    if depth == 0 || depth > UBLK_MAX_QUEUE_DEPTH {
-        bail!("queue depth {depth} out of range 1..=4096");
-    }
+    // The depth the driver granted (its own rule is the same).
+    let depth = crate::validate::depth(u32::from(cfg.depth)).map_err(anyhow::Error::msg)?;
     let desc = Mapping::descriptors(cfg.char_fd, cfg.q_id, depth)?;
     let bufs = if cfg.zero_copy {
         None

@@ -10,7 +10,7 @@
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use super::{
     basic_params, data_done, data_op, plain_done, Action, DataRef, Io, IoOp, Request, Target,
@@ -41,10 +41,7 @@ fn zero_file(size: u64) -> Result<File> {
 impl NullTarget {
     /// `size` in bytes, rounded down to 512.
     pub fn new(size: u64) -> Result<NullTarget> {
-        let size = size & !511;
-        if size == 0 {
-            bail!("null target: size must be at least 512 bytes");
-        }
+        let size = crate::validate::null_size(size).map_err(anyhow::Error::msg)?;
         Ok(NullTarget {
             size,
             zeroes: zero_file(size)?,
