@@ -1,5 +1,5 @@
 //! Test targets for the ublk server: each is a loop target with the hooks of a
-//! [`ublk::target::Wrap`] and runs on the server's own queue loop
+//! [`ublk::targets::Wrap`] and runs on the server's own queue loop
 //! ([`ublk::Device::start_with`]); each changes one thing on purpose.
 //!
 //! - [`HoldTarget`] ([`Hold`]) holds a data request until the test releases it, so the
@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use ublk::target::{data_op, Action, DataRef, Hooks, Io, IoOp, LoopTarget, Request, Target, Wrap};
+use ublk::targets::{data_op, Action, DataRef, Hooks, Io, IoOp, LoopTarget, Request, Target, Wrap};
 use ublk::uapi::*;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

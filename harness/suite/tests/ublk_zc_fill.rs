@@ -19,7 +19,7 @@ use anyhow::{bail, Context, Result};
 use rstest::rstest;
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex};
-use ublk::target::{data_op, Action, DataRef, Hooks, Io, IoOp, LoopTarget, Request, Target, Wrap};
+use ublk::targets::{data_op, Action, DataRef, Hooks, Io, IoOp, LoopTarget, Request, Target, Wrap};
 use ublk::uapi::*;
 use ublk::{Device, DeviceConfig};
 use ublk_suite::blockio::{open_direct, AlignedBuf};

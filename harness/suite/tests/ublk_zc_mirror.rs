@@ -46,7 +46,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use ublk::target::{Action, Hooks, Io, IoOp, MirrorTarget, Request, Target, Wrap};
+use ublk::targets::{Action, Hooks, Io, IoOp, MirrorTarget, Request, Target, Wrap};
 use ublk::uapi::*;
 use ublk::{Device, DeviceConfig};
 use ublk_suite::blockio::{full_read_at, open_buffered, open_direct, read_range, AlignedBuf, Rng};

@@ -51,7 +51,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use ublk::target::{data_done, Action, Hooks, Io, IoOp, LoopTarget, Request, Target, Wrap};
+use ublk::targets::{data_done, Action, Hooks, Io, IoOp, LoopTarget, Request, Target, Wrap};
 use ublk::uapi::*;
 use ublk::{Device, DeviceConfig};
 use ublk_suite::blockio::{check_sectors, fill_block, full_read_at, full_write_at, open_direct};

@@ -15,7 +15,7 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use crate::ctrl::{is_errno, AddSpec, Ctrl};
 use crate::queue::{run_queue, QueueConfig, QueueStats, QueueStatsSnapshot};
-use crate::target::{LoopTarget, MirrorTarget, NullTarget, Target};
+use crate::targets::{LoopTarget, MirrorTarget, NullTarget, Target};
 use crate::uapi::*;
 
 pub const DEFAULT_QUEUES: u16 = 1;

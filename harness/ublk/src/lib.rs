@@ -5,10 +5,10 @@
 //! - [`buf`]: the aligned buffer for O_DIRECT I/O.
 //! - [`ctrl`]: the control path (/dev/ublk-control).
 //! - [`queue`]: one thread and one io_uring per hardware queue.
-//! - [`target`]: null, loop and mirror targets, request-to-operation mapping.
+//! - [`targets`]: null, loop and mirror targets, request-to-operation mapping.
 //! - [`validate`]: the rules for a device's parameters (CLI and library alike).
 //! - [`device`]: a device served in this process ([`Device::start`] for a built-in
-//!   target, [`Device::start_with`] for any [`target::Target`]).
+//!   target, [`Device::start_with`] for any [`targets::Target`]).
 //! - [`server`], [`admin`], [`state`], [`cli`]: the `ublk` command.
 
 pub mod admin;
@@ -19,7 +19,7 @@ pub mod device;
 pub mod queue;
 pub mod server;
 pub mod state;
-pub mod target;
+pub mod targets;
 pub mod uapi;
 pub mod validate;
 

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use io_uring::{opcode, squeue, types, IoUring};
 
-use crate::target::{Action, DataRef, Io, IoOp, Request, Target};
+use crate::targets::{Action, DataRef, Io, IoOp, Request, Target};
 use crate::uapi::*;
 
 /// user_data: low 16 bits the tag, bits 16.. the kind.

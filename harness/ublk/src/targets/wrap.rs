@@ -91,7 +91,7 @@ impl<T: Target, H: Hooks<T>> Target for Wrap<H, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::target::{DataRef, NullTarget, Request};
+    use crate::targets::{DataRef, NullTarget, Request};
     use crate::uapi::*;
 
     struct Plain;

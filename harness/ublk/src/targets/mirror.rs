@@ -117,8 +117,8 @@ impl MirrorTarget {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::target::file::{plan_loop, Backing};
-    use crate::target::{BackingKind, DataRef};
+    use crate::targets::file::{plan_loop, Backing};
+    use crate::targets::{BackingKind, DataRef};
 
     fn req(op: u8) -> Request {
         Request {
