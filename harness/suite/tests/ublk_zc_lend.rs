@@ -18,26 +18,24 @@
 //!
 //! All need the series: on a kernel without it they fail naming the missing feature.
 
-use anyhow::{anyhow, bail, Context, Result};
+mod ublk_common;
+
+use anyhow::{anyhow, Context, Result};
 use io_uring::{opcode, squeue, types, IoUring};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::os::unix::fs::FileExt;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use ublk::targets::{LoopTarget, Request};
 use ublk::uapi::*;
-use ublk::{Device, DeviceConfig};
-use ublk_suite::blockio::{open_direct, AlignedBuf};
+use ublk_common::{backing_file, Backing, Held};
+use ublk_suite::blockio::open_direct;
 use ublk_suite::check::{self, must};
 use ublk_suite::files::{check_bytes, pattern};
 use ublk_suite::scratch::{Fs, ScratchDir};
-use ublk_suite::targets::{Hold, HoldTarget, Release};
+use ublk_suite::targets::Release;
 use ublk_suite::tracefs::Kprobe;
-use ublk_suite::ublkdev::{fresh, require_splice_zc};
 use ublk_suite::uring::{Ring, Splice};
 
 const DIRECT: u32 = SPLICE_F_DIRECT;
@@ -45,104 +43,9 @@ const R2R: u32 = SPLICE_F_DIRECT | SPLICE_F_READ_TO_READ;
 const REQ: usize = 64 << 10;
 const REQ_OFF: u64 = 1 << 20;
 
-/// The background I/O of a held request: the bytes it moved, and what a READ read.
-type HeldIo = std::thread::JoinHandle<std::io::Result<(usize, Vec<u8>)>>;
-
-/// A one-queue zero-copy device on a tmpfs file whose data requests a [`HoldTarget`]
-/// holds on demand.
-struct Held {
-    dev: Option<Device>,
-    target: Arc<HoldTarget>,
-    backing: PathBuf,
-    _dir: ScratchDir,
-}
-
-/// A file of `size` bytes (sparse) on tmpfs, or on the ext4 of the scratch disk for
-/// O_DIRECT; kept while the returned directory (tmpfs) lives.
-fn sized_file(fs: Fs, name: &str, size: u64) -> Result<(PathBuf, Option<ScratchDir>)> {
-    let (p, d) = match fs {
-        Fs::Tmpfs => {
-            let d = ScratchDir::new(Fs::Tmpfs)?;
-            (d.join(name), Some(d))
-        }
-        _ => (
-            ublk_suite::scratch::disk_mount_point()?.join(format!("{name}-{}", std::process::id())),
-            None,
-        ),
-    };
-    let f = File::create(&p).with_context(|| format!("creating {}", p.display()))?;
-    f.set_len(size)
-        .with_context(|| format!("sizing {}", p.display()))?;
-    Ok((p, d))
-}
-
-impl Held {
-    fn start() -> Result<Held> {
-        fresh()?;
-        require_splice_zc()?;
-        let (backing, dir) = sized_file(Fs::Tmpfs, "backing.img", 4 << 20)?;
-        let dir = dir.ok_or_else(|| anyhow!("no tmpfs directory"))?;
-        let target = Arc::new(Hold::target(LoopTarget::open(&backing, true)?));
-        let mut cfg = DeviceConfig::new();
-        cfg.zero_copy = true;
-        cfg.depth = 4;
-        cfg.max_io_buf_bytes = REQ as u32;
-        let dev = Device::start_with(&cfg, target.clone())?;
-        Ok(Held {
-            dev: Some(dev),
-            target,
-            backing,
-            _dir: dir,
-        })
-    }
-
-    fn char_fd(&self) -> BorrowedFd<'_> {
-        self.dev
-            .as_ref()
-            .and_then(|d| d.char_fd())
-            .expect("the server's /dev/ublkcN")
-    }
-
-    /// One O_DIRECT READ (or WRITE of `write`) of REQ bytes at REQ_OFF in the background,
-    /// and the request the server holds for it.
-    fn held_io(&self, write: Option<Vec<u8>>) -> Result<(HeldIo, Request)> {
-        self.target.set_hold(true);
-        let path = self.dev.as_ref().expect("device").block_path();
-        let h = std::thread::spawn(move || {
-            let f = open_direct(&path).map_err(std::io::Error::other)?;
-            let mut buf = AlignedBuf::new(REQ);
-            match write {
-                Some(d) => {
-                    buf.as_mut_slice().copy_from_slice(&d);
-                    f.write_at(buf.as_slice(), REQ_OFF).map(|n| (n, Vec::new()))
-                }
-                None => f
-                    .read_at(buf.as_mut_slice(), REQ_OFF)
-                    .map(|n| (n, buf.as_slice().to_vec())),
-            }
-        });
-        let req = self.target.next_held(Duration::from_secs(20));
-        self.target.set_hold(false);
-        let req = req?;
-        if req.nr_sectors as usize * 512 != REQ {
-            bail!("the held request is not the whole I/O: {req:?}");
-        }
-        Ok((h, req))
-    }
-
-    fn finish(mut self) -> Result<()> {
-        self.target.close();
-        match self.dev.take() {
-            Some(d) => d.stop_and_delete(),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        self.target.close();
-    }
+/// A [`Held`] device in zero-copy mode, its held I/O REQ bytes at REQ_OFF.
+fn held() -> Result<Held> {
+    Held::start(true, 0, REQ, REQ_OFF)
 }
 
 fn scratch_file(dir: &ScratchDir, name: &str, data: &[u8]) -> PathBuf {
@@ -170,7 +73,7 @@ fn tcp_pair() -> Result<(TcpStream, TcpStream)> {
 /// or leave the files it refuses.
 #[test]
 fn lend_path_destination_checks() {
-    let h = must(Held::start());
+    let h = must(held());
     let dir = must(ScratchDir::new(Fs::Tmpfs));
     let old = pattern(0x5a, 2 * REQ);
     let ro = scratch_file(&dir, "read-only", &old);
@@ -298,7 +201,7 @@ fn lend_path_destination_checks() {
 /// socket's data.
 #[test]
 fn read_to_read_from_any_readable_destination() {
-    let h = must(Held::start());
+    let h = must(held());
     let mut ring = must(Ring::new());
     let (io, req) = must(h.held_io(None));
     let at = |off: usize| ublk_splice_pos(0, req.tag, off as u32) as i64;
@@ -385,7 +288,7 @@ fn read_to_read_from_any_readable_destination() {
 /// request), and the socket's peer must receive the WRITE's data.
 #[test]
 fn write_ends_only_after_its_lend() {
-    let h = must(Held::start());
+    let h = must(held());
     let data = pattern(0x6d, REQ);
     let (io, req) = must(h.held_io(Some(data.clone())));
     let (tx, mut rx) = must(tcp_pair());
@@ -507,16 +410,16 @@ fn async_splice(ring: &mut IoUring, sp: Splice) -> i32 {
 /// (IO_WQ_WORK_HASHED = 2, at offset 8 of struct io_wq_work).
 #[test]
 fn punted_direct_splices_skip_the_inode_hash() {
-    let h = must(Held::start());
+    let h = must(held());
     let probe = must(
         Kprobe::new("io_wq_submit_work wflags=+8($arg1):u32")
             .context("kprobe on io_wq_submit_work with the work's flags"),
     );
     must(tracing_on());
     must(probe.filter("wflags & 2"));
-    let (direct_file, _) = must(sized_file(Fs::Ext4, "odirect.img", 4 << 20));
-    let f_direct = must(open_direct(&direct_file));
-    let f_buf = must(ublk_suite::files::open_rw(&h.backing));
+    let direct_file = must(backing_file(Backing::Direct, 4 << 20)).expect("an ext4 file");
+    let f_direct = must(open_direct(&direct_file.path));
+    let f_buf = must(ublk_suite::files::open_rw(&h.backing.path));
     let mut ring = IoUring::new(4).expect("io_uring_setup");
 
     let mut cases = Vec::new();
@@ -574,7 +477,7 @@ fn punted_direct_splices_skip_the_inode_hash() {
         io.join().expect("the I/O thread").expect("the WRITE");
     }
     drop(probe);
-    let _ = std::fs::remove_file(&direct_file);
+    drop(direct_file);
     must(h.finish());
     for (what, r, punts, hashed, want) in cases {
         println!(

@@ -1,10 +1,20 @@
-//! The scenarios tests/ublk_copy.rs and tests/ublk_zc.rs share: the same I/O on ublk
-//! devices, with the device's mode (copy or UBLK_F_SPLICE_ZC) as the only difference.
+//! What the ublk tests share:
+//!
+//! - [`backing_file`]: the backing file of a test device (tmpfs, or ext4 for O_DIRECT);
+//! - the scenarios of tests/ublk_copy.rs and tests/ublk_zc.rs: the same I/O on ublk
+//!   devices, with the device's mode (copy or UBLK_F_SPLICE_ZC) as the only difference;
+//! - [`Held`]: a one-queue device whose data requests the test holds
+//!   ([`ublk_suite::targets::HoldTarget`]), so that it can splice against a started
+//!   request itself (tests/ublk_zc_chardev.rs, tests/ublk_zc_lend.rs).
+//!
 //! Generic helpers (block I/O, device hygiene, test targets, the CLI) are in the
-//! ublk_suite library.
+//! ublk_suite library.  Included with `mod ublk_common;` by each of those test files;
+//! each uses part of it.
+#![allow(dead_code)]
 
 use anyhow::{anyhow, bail, Context, Result};
 use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,10 +24,13 @@ use std::time::{Duration, Instant};
 use ublk::uapi::*;
 use ublk::{Device, DeviceConfig, TargetConfig};
 use ublk_suite::blockio::*;
+use ublk_suite::check::must;
 use ublk_suite::files::{drop_caches, fnv64, pattern};
 use ublk_suite::scratch::{self, find_tool, Fs, ScratchDir};
+use ublk_suite::targets::{Hold, HoldTarget};
 use ublk_suite::ublkcli::tool_ok;
 pub use ublk_suite::ublkdev::{fresh, require_splice_zc, Mode};
+use ublk_suite::uring::{Ring, Splice};
 use ublk_suite::watchdog::Watchdog;
 
 /// Progress on stderr, not captured by libtest: if a test hangs, the log shows how far
@@ -55,7 +68,8 @@ impl Drop for BackingFile {
 
 static NEXT_FILE: AtomicU64 = AtomicU64::new(0);
 
-/// A zero-filled (sparse) backing file of `size` bytes for `b` (None for Null).
+/// A zero-filled (sparse) backing file of `size` bytes for `b` (None for Null): on tmpfs
+/// (kept while the file lives) for Buffered, on the ext4 of the scratch disk for Direct.
 pub fn backing_file(b: Backing, size: u64) -> Result<Option<BackingFile>> {
     let n = NEXT_FILE.fetch_add(1, Ordering::Relaxed);
     let (path, dir) = match b {
@@ -702,4 +716,162 @@ pub fn removal_under_load(mode: Mode) -> Result<()> {
         bail!("{} still exists after deletion", path.display());
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------
+// Held: a device whose data requests the test holds
+// ---------------------------------------------------------------------------------
+
+/// Tags of a [`Held`] device.
+pub const HELD_DEPTH: u16 = 4;
+/// The largest request of a [`Held`] device.
+pub const HELD_MAX_IO: u32 = 64 << 10;
+
+/// The background I/O of [`Held::held_io`]: the bytes it moved, and what a READ read.
+pub type HeldIo = std::thread::JoinHandle<std::io::Result<(usize, Vec<u8>)>>;
+
+/// A one-queue device of [`HELD_DEPTH`] tags on a 4 MiB tmpfs file, served by the ublk
+/// crate's queue loop with a [`HoldTarget`]: a data request can be held while the test
+/// splices.  Its held I/O is one O_DIRECT request of `req_bytes` at `req_off`.
+pub struct Held {
+    pub dev: Option<Device>,
+    pub target: Arc<HoldTarget>,
+    pub backing: BackingFile,
+    pub req_bytes: usize,
+    pub req_off: u64,
+}
+
+impl Held {
+    /// `zero_copy`: ask for UBLK_F_SPLICE_ZC; `extra`: more flags to ask for; the held
+    /// I/O is `req_bytes` (at most [`HELD_MAX_IO`]) at `req_off`.
+    pub fn start(zero_copy: bool, extra: u64, req_bytes: usize, req_off: u64) -> Result<Held> {
+        fresh()?;
+        require_splice_zc()?;
+        if req_bytes > HELD_MAX_IO as usize {
+            bail!("a held I/O of {req_bytes} bytes is more than one request ({HELD_MAX_IO})");
+        }
+        let backing =
+            backing_file(Backing::Buffered, 4 << 20)?.ok_or_else(|| anyhow!("no backing file"))?;
+        let target = Arc::new(Hold::target(ublk::targets::LoopTarget::open(
+            &backing.path,
+            true,
+        )?));
+        let mut cfg = DeviceConfig::new();
+        cfg.zero_copy = zero_copy;
+        cfg.extra_flags = extra;
+        cfg.depth = HELD_DEPTH;
+        cfg.max_io_buf_bytes = HELD_MAX_IO;
+        let dev = Device::start_with(&cfg, target.clone())?;
+        Ok(Held {
+            dev: Some(dev),
+            target,
+            backing,
+            req_bytes,
+            req_off,
+        })
+    }
+
+    pub fn dev(&self) -> &Device {
+        self.dev.as_ref().expect("the device is running")
+    }
+
+    pub fn char_fd(&self) -> BorrowedFd<'_> {
+        self.dev().char_fd().expect("the server's /dev/ublkcN")
+    }
+
+    pub fn block_path(&self) -> PathBuf {
+        self.dev().block_path()
+    }
+
+    /// Writes `data` at `off` into the backing file directly.
+    pub fn backing_write(&self, off: u64, data: &[u8]) -> Result<()> {
+        ublk_suite::files::open_rw(&self.backing.path)?
+            .write_all_at(data, off)
+            .context("writing the backing file")
+    }
+
+    /// Issues one O_DIRECT READ (or WRITE of `write`) of `req_bytes` at `req_off` in the
+    /// background and returns the request the server holds for it (the whole I/O).
+    pub fn held_io(&self, write: Option<Vec<u8>>) -> Result<(HeldIo, ublk::targets::Request)> {
+        self.target.set_hold(true);
+        let path = self.block_path();
+        let (len, off) = (self.req_bytes, self.req_off);
+        let h = std::thread::spawn(move || {
+            let f = open_direct(&path).map_err(std::io::Error::other)?;
+            let mut buf = AlignedBuf::new(len);
+            match write {
+                Some(d) => {
+                    buf.as_mut_slice().copy_from_slice(&d);
+                    f.write_at(buf.as_slice(), off).map(|n| (n, Vec::new()))
+                }
+                None => f
+                    .read_at(buf.as_mut_slice(), off)
+                    .map(|n| (n, buf.as_slice().to_vec())),
+            }
+        });
+        let req = self.target.next_held(Duration::from_secs(20));
+        self.target.set_hold(false);
+        let req = req?;
+        if req.bytes() != len as u64 || req.offset() != off {
+            bail!("the held request is not the whole I/O of {len} bytes at {off}: {req:?}");
+        }
+        Ok((h, req))
+    }
+
+    /// The device still works: write, read back, compare with the backing file.
+    pub fn still_works(&self, seed: u64) -> Result<()> {
+        let f = open_direct(&self.block_path())?;
+        let mut buf = AlignedBuf::new(1 << 20);
+        fill_block(buf.as_mut_slice(), 1 << 20, seed);
+        let want = buf.as_slice().to_vec();
+        full_write_at(&f, buf.as_slice(), 1 << 20, "write after the cases")?;
+        buf.as_mut_slice().fill(0);
+        full_read_at(&f, buf.as_mut_slice(), 1 << 20, "read after the cases")?;
+        ublk_suite::files::check_bytes(
+            "read back after the cases",
+            1 << 20,
+            buf.as_slice(),
+            &want,
+        )?;
+        drop(f);
+        let b = read_range(&self.backing.path, false, 1 << 20, 1 << 20)?;
+        ublk_suite::files::check_bytes("backing file after the cases", 1 << 20, &b, &want)
+    }
+
+    /// An io_uring splice from the device's /dev/ublkcN at `pos` to `out` at `off_out`:
+    /// its CQE's result.
+    pub fn splice(
+        &self,
+        ring: &mut Ring,
+        pos: u64,
+        out: &File,
+        off_out: i64,
+        len: u32,
+        flags: u32,
+    ) -> i32 {
+        must(ring.splice(&Splice::new(
+            self.char_fd(),
+            pos as i64,
+            out.as_fd(),
+            off_out,
+            len,
+            flags,
+        )))
+    }
+
+    /// Stops and deletes the device, reporting errors.
+    pub fn finish(mut self) -> Result<()> {
+        self.target.close();
+        match self.dev.take() {
+            Some(d) => d.stop_and_delete(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        // a request still held is served, so the device can stop
+        self.target.close();
+    }
 }
