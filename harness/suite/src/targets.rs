@@ -359,3 +359,106 @@ impl Hooks<LoopTarget> for Fail {
         inner.queue_io(io)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A loop target on a buffered file of 1 MiB in the temporary directory.
+    fn loop_target(name: &str) -> (LoopTarget, std::path::PathBuf) {
+        let p = std::env::temp_dir().join(format!("ublk-suite-{name}-{}", std::process::id()));
+        std::fs::write(&p, vec![0u8; 1 << 20]).expect("writing the test file");
+        (
+            LoopTarget::open(&p, true).expect("opening the loop target"),
+            p,
+        )
+    }
+
+    fn read(start: u64, nr: u32) -> Io {
+        Io::new(
+            Request {
+                q_id: 0,
+                tag: 2,
+                op: UBLK_IO_OP_READ,
+                flags: 0,
+                start_sector: start,
+                nr_sectors: nr,
+            },
+            DataRef::ZeroCopy { char_fd: 9 },
+        )
+    }
+
+    fn splice_of(a: Action) -> (u64, u32) {
+        match a {
+            Action::Submit(IoOp::Splice { off_out, len, .. }) => (off_out, len),
+            a => panic!("{a:?}"),
+        }
+    }
+
+    #[test]
+    fn underfill_first_half_commits_whole_and_logs_the_remainder() {
+        let (inner, p) = loop_target("half");
+        let t = UnderfillHooks::target(inner);
+        t.arm(Underfill::FirstHalf);
+        let mut io = read(128, 128); // 64 KiB at 64 KiB
+        let a = t.queue_io(&mut io);
+        assert_eq!(splice_of(a), (64 << 10, 32 << 10));
+        let Action::Submit(op) = a else {
+            unreachable!()
+        };
+        // -EAGAIN is retried as the loop target does; then the full length is committed
+        assert_eq!(t.io_done(&mut io, &op, -libc::EAGAIN), Action::Retry(op));
+        assert_eq!(t.io_done(&mut io, &op, 32 << 10), Action::Commit(64 << 10));
+        // the remainder comes back: served whole, and logged
+        let mut rest = read(192, 64);
+        let a = t.queue_io(&mut rest);
+        assert_eq!(splice_of(a), (96 << 10, 32 << 10));
+        let log = t.log();
+        assert_eq!(log.underfilled.len(), 1);
+        assert_eq!(log.remainders, vec![rest.req]);
+        std::fs::remove_file(p).expect("removing the test file");
+    }
+
+    #[test]
+    fn underfill_hole_splices_twice_then_commits_whole() {
+        let (inner, p) = loop_target("hole");
+        let t = UnderfillHooks::target(inner);
+        t.arm(Underfill::Hole);
+        let mut io = read(0, 128);
+        let first = t.queue_io(&mut io);
+        assert_eq!(splice_of(first), (0, 16 << 10));
+        let Action::Submit(op) = first else {
+            unreachable!()
+        };
+        let second = t.io_done(&mut io, &op, 16 << 10);
+        assert_eq!(splice_of(second), (32 << 10, 32 << 10));
+        let Action::Submit(op) = second else {
+            unreachable!()
+        };
+        assert_eq!(t.io_done(&mut io, &op, 32 << 10), Action::Commit(64 << 10));
+        // a failed splice fails the READ
+        t.arm(Underfill::Hole);
+        let mut io = read(256, 128);
+        let Action::Submit(op) = t.queue_io(&mut io) else {
+            panic!("an armed READ submits")
+        };
+        assert_eq!(
+            t.io_done(&mut io, &op, -libc::EFAULT),
+            Action::Commit(-libc::EFAULT)
+        );
+        std::fs::remove_file(p).expect("removing the test file");
+    }
+
+    #[test]
+    fn unarmed_and_failing_targets() {
+        let (inner, p) = loop_target("fail");
+        let t = Fail::target(inner);
+        let mut io = read(0, 8);
+        let a = t.queue_io(&mut io);
+        assert_eq!(splice_of(a), (0, 4096));
+        t.arm(Some((UBLK_IO_OP_READ, libc::EIO)));
+        assert_eq!(t.queue_io(&mut read(0, 8)), Action::Commit(-libc::EIO));
+        assert_eq!(t.failed(), 1);
+        std::fs::remove_file(p).expect("removing the test file");
+    }
+}

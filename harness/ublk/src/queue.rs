@@ -375,11 +375,10 @@ impl Queue {
         }
         .fetch_add(1, Ordering::Relaxed);
         let mut io = Io::new(req, self.data_ref(tag));
+        let action = self.cfg.target.queue_io(&mut io);
         let t = &mut self.tags[usize::from(tag)];
         t.io = Some(io);
         t.op = None;
-        let action = self.cfg.target.queue_io(&mut io);
-        self.tags[usize::from(tag)].io = Some(io);
         self.act(tag, action)
     }
 
