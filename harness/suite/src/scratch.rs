@@ -245,3 +245,52 @@ pub fn disk_mount_point() -> Result<PathBuf> {
         .clone()
         .map_err(|e| anyhow!("no ext4 on the scratch disk: {e}"))
 }
+
+// ---------------------------------------------------------------------------------
+// The backing files of the ublk tests
+// ---------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backing {
+    /// A file on ext4 on the scratch virtio disk, served with O_DIRECT.
+    Direct,
+    /// A file on tmpfs, served with buffered I/O.
+    Buffered,
+    /// The null target (no backing; data is not kept).
+    Null,
+}
+
+/// A backing file, removed when dropped.
+pub struct BackingFile {
+    pub path: PathBuf,
+    _dir: Option<ScratchDir>,
+}
+
+impl Drop for BackingFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+static NEXT_FILE: AtomicU64 = AtomicU64::new(0);
+
+/// A zero-filled (sparse) backing file of `size` bytes for `b` (None for Null): on tmpfs
+/// (kept while the file lives) for Buffered, on the ext4 of the scratch disk for Direct.
+pub fn backing_file(b: Backing, size: u64) -> Result<Option<BackingFile>> {
+    let n = NEXT_FILE.fetch_add(1, Ordering::Relaxed);
+    let (path, dir) = match b {
+        Backing::Null => return Ok(None),
+        Backing::Direct => (
+            disk_mount_point()?.join(format!("backing{}-{n}.img", std::process::id())),
+            None,
+        ),
+        Backing::Buffered => {
+            let d = ScratchDir::new(Fs::Tmpfs)?;
+            (d.join(&format!("backing{n}.img")), Some(d))
+        }
+    };
+    let f = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    f.set_len(size)
+        .with_context(|| format!("sizing {}", path.display()))?;
+    Ok(Some(BackingFile { path, _dir: dir }))
+}

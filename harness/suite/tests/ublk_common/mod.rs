@@ -1,6 +1,7 @@
 //! What the ublk tests share:
 //!
-//! - [`backing_file`]: the backing file of a test device (tmpfs, or ext4 for O_DIRECT);
+//! - [`backing_file`] (ublk_suite's, for every ublk test): the backing file of a test
+//!   device (tmpfs, or ext4 for O_DIRECT);
 //! - the scenarios of tests/ublk_copy.rs and tests/ublk_zc.rs: the same I/O on ublk
 //!   devices, with the device's mode (copy or UBLK_F_SPLICE_ZC) as the only difference;
 //! - [`Held`]: a one-queue device whose data requests the test holds
@@ -18,7 +19,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use ublk::uapi::*;
@@ -26,7 +27,8 @@ use ublk::{Device, DeviceConfig, TargetConfig};
 use ublk_suite::blockio::*;
 use ublk_suite::check::must;
 use ublk_suite::files::{drop_caches, fnv64, pattern};
-use ublk_suite::scratch::{self, find_tool, Fs, ScratchDir};
+pub use ublk_suite::scratch::{backing_file, Backing, BackingFile};
+use ublk_suite::scratch::{find_tool, Fs, ScratchDir};
 use ublk_suite::targets::{Hold, HoldTarget};
 use ublk_suite::ublkcli::tool_ok;
 pub use ublk_suite::ublkdev::{fresh, require_splice_zc, Mode};
@@ -43,51 +45,6 @@ pub fn note(msg: &str) {
 // ---------------------------------------------------------------------------------
 // Modes, backings, devices
 // ---------------------------------------------------------------------------------
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backing {
-    /// A file on ext4 on the scratch virtio disk, served with O_DIRECT.
-    Direct,
-    /// A file on tmpfs, served with buffered I/O.
-    Buffered,
-    /// The null target (no backing; data is not kept).
-    Null,
-}
-
-/// A backing file, removed when dropped.
-pub struct BackingFile {
-    pub path: PathBuf,
-    _dir: Option<ScratchDir>,
-}
-
-impl Drop for BackingFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-static NEXT_FILE: AtomicU64 = AtomicU64::new(0);
-
-/// A zero-filled (sparse) backing file of `size` bytes for `b` (None for Null): on tmpfs
-/// (kept while the file lives) for Buffered, on the ext4 of the scratch disk for Direct.
-pub fn backing_file(b: Backing, size: u64) -> Result<Option<BackingFile>> {
-    let n = NEXT_FILE.fetch_add(1, Ordering::Relaxed);
-    let (path, dir) = match b {
-        Backing::Null => return Ok(None),
-        Backing::Direct => (
-            scratch::disk_mount_point()?.join(format!("backing{}-{n}.img", std::process::id())),
-            None,
-        ),
-        Backing::Buffered => {
-            let d = ScratchDir::new(Fs::Tmpfs)?;
-            (d.join(&format!("backing{n}.img")), Some(d))
-        }
-    };
-    let f = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-    f.set_len(size)
-        .with_context(|| format!("sizing {}", path.display()))?;
-    Ok(Some(BackingFile { path, _dir: dir }))
-}
 
 /// Starts a device of `mode` on `backing` (None: a null target of `size`).
 pub fn start(

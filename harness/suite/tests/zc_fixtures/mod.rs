@@ -31,7 +31,7 @@ use ublk::uapi::*;
 use ublk::{Device, DeviceConfig};
 use ublk_suite::blockio::{open_direct, AlignedBuf};
 use ublk_suite::kmsg::{splats, KmsgTail};
-use ublk_suite::scratch::{Fs, ScratchDir};
+use ublk_suite::scratch::{backing_file, Backing, BackingFile};
 use ublk_suite::watchdog::Watchdog;
 
 /// Progress on stderr (not captured by libtest): a hang shows how far the test got.
@@ -423,19 +423,16 @@ pub struct Held {
     pub req_bytes: usize,
     /// Where the held I/O goes on the device.
     pub req_off: u64,
-    _dir: ScratchDir,
+    _file: BackingFile,
 }
 
 impl Held {
     pub fn start(depth: u16, req_bytes: usize) -> Result<Held> {
         ublk_suite::ublkdev::fresh()?;
         ublk_suite::ublkdev::require_splice_zc()?;
-        let dir = ScratchDir::new(Fs::Tmpfs)?;
-        let backing = dir.join("backing.img");
-        let f = std::fs::File::create(&backing)
-            .with_context(|| format!("creating {}", backing.display()))?;
-        f.set_len(8 << 20).context("sizing the backing")?;
-        drop(f);
+        let file =
+            backing_file(Backing::Buffered, 8 << 20)?.ok_or_else(|| anyhow!("no backing file"))?;
+        let backing = file.path.clone();
         let target = Arc::new(HoldExit::target(LoopTarget::open(&backing, true)?));
         let mut cfg = DeviceConfig::new();
         cfg.zero_copy = true;
@@ -448,7 +445,7 @@ impl Held {
             backing,
             req_bytes,
             req_off: 1 << 20,
-            _dir: dir,
+            _file: file,
         })
     }
 
