@@ -211,8 +211,8 @@ task:fio             state:D stack:0     pid:201   ppid:1      flags:0x00004000"
         );
     }
 
-    /// Problems of the kernel that do not contain any of the words a substring list
-    /// would look for.
+    /// Problems that no keyword such as WARNING, BUG, Oops or KASAN names: an RCU stall,
+    /// lockdep's INFO report of an unregistered key, a panic.
     #[test]
     fn more_than_keywords() {
         let l = log("rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:\n\
