@@ -11,7 +11,7 @@
 use rstest::{fixture, rstest};
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use ublk_suite::check::{self, must};
 use ublk_suite::features::{require_read_to_read, require_splice_direct};
 use ublk_suite::files::{
@@ -62,6 +62,136 @@ fn file_pos(f: &File) -> i64 {
     sys::file_pos(f.as_fd()).expect("lseek(SEEK_CUR)")
 }
 
+/// How a file of a test is opened.
+#[derive(Clone, Copy, Debug)]
+enum Open {
+    ReadOnly,
+    WriteOnly,
+    ReadWrite,
+    Append,
+}
+
+fn open_as(path: &Path, how: Open) -> File {
+    must(match how {
+        Open::ReadOnly => open_ro(path),
+        Open::WriteOnly => open_wo(path),
+        Open::ReadWrite => open_rw(path),
+        Open::Append => open_with(
+            path,
+            std::fs::OpenOptions::new().write(true),
+            libc::O_APPEND,
+        ),
+    })
+}
+
+/// The two files of a file to file splice: `src` on one scratch filesystem and `dst` on
+/// another (or the same kind), each written with its first contents and then opened,
+/// the source read-only and the destination read-write unless the test says otherwise.
+/// The first contents stay here, for checking what the splice left in both files. The
+/// scratch directories go when the pair is dropped.
+struct FilePair {
+    src_file: File,
+    /// None when the test splices into a destination of its own.
+    dst_file: Option<File>,
+    src: PathBuf,
+    dst: PathBuf,
+    src_data: Vec<u8>,
+    dst_old: Vec<u8>,
+    _dirs: (ScratchDir, ScratchDir),
+}
+
+impl FilePair {
+    /// `src_data` in a source on `src_fs` opened O_RDONLY, `dst_old` in a destination
+    /// on `dst_fs` opened O_RDWR.
+    fn new(src_fs: Fs, dst_fs: Fs, src_data: Vec<u8>, dst_old: Vec<u8>) -> FilePair {
+        FilePair::opened(
+            src_fs,
+            dst_fs,
+            src_data,
+            dst_old,
+            Open::ReadOnly,
+            Some(Open::ReadWrite),
+        )
+    }
+
+    /// [`FilePair::new`] with both files on tmpfs.
+    fn tmpfs(src_data: Vec<u8>, dst_old: Vec<u8>) -> FilePair {
+        FilePair::new(Fs::Tmpfs, Fs::Tmpfs, src_data, dst_old)
+    }
+
+    /// The source opened as `src_open`, the destination as `dst_open` (not at all for
+    /// None: the destination file is then only there to show that no byte reaches it).
+    fn opened(
+        src_fs: Fs,
+        dst_fs: Fs,
+        src_data: Vec<u8>,
+        dst_old: Vec<u8>,
+        src_open: Open,
+        dst_open: Option<Open>,
+    ) -> FilePair {
+        let dirs = (scratch(src_fs), scratch(dst_fs));
+        let (src, dst) = (dirs.0.join("src"), dirs.1.join("dst"));
+        must(write_file(&src, &src_data));
+        must(write_file(&dst, &dst_old));
+        FilePair {
+            src_file: open_as(&src, src_open),
+            dst_file: dst_open.map(|how| open_as(&dst, how)),
+            src,
+            dst,
+            src_data,
+            dst_old,
+            _dirs: dirs,
+        }
+    }
+
+    fn src(&self) -> &Path {
+        &self.src
+    }
+
+    fn dst(&self) -> &Path {
+        &self.dst
+    }
+
+    /// What the source holds.
+    fn src_data(&self) -> &[u8] {
+        &self.src_data
+    }
+
+    /// What the destination held before the test.
+    fn dst_old(&self) -> &[u8] {
+        &self.dst_old
+    }
+
+    fn src_file(&self) -> &File {
+        &self.src_file
+    }
+
+    fn dst_file(&self) -> &File {
+        self.dst_file
+            .as_ref()
+            .expect("the destination of this file pair was not opened")
+    }
+
+    /// A splice of `len` bytes from the source at `off_in` to the destination at
+    /// `off_out`.
+    fn splice(&self, off_in: i64, off_out: i64, len: u32, flags: u32) -> Splice {
+        Splice::new(
+            self.src_file().as_fd(),
+            off_in,
+            self.dst_file().as_fd(),
+            off_out,
+            len,
+            flags,
+        )
+    }
+
+    /// Both files still hold their first contents (the destination is checked first).
+    fn check_untouched(&self) {
+        check_file("destination", self.dst(), self.dst_old());
+        check_file("source", self.src(), self.src_data());
+    }
+}
+
 // ---------------------------------------------------------------------------------
 // SPLICE_F_DIRECT: file to file
 // ---------------------------------------------------------------------------------
@@ -87,64 +217,51 @@ fn direct_data_lands_at_offsets(
     #[case] len: usize,
 ) {
     must(require_splice_direct(&mut ring));
-    let (sd, dd) = (scratch(src_fs), scratch(dst_fs));
-    let (src, dst) = (sd.join("src"), dd.join("dst"));
-    let src_data = pattern(1, off_in + len + 1000);
-    let dst_old = pattern(2, off_out + len + 5000);
-    must(write_file(&src, &src_data));
-    must(write_file(&dst, &dst_old));
-    let (i, o) = (must(open_ro(&src)), must(open_rw(&dst)));
-
-    let sp = Splice::new(
-        i.as_fd(),
-        off_in as i64,
-        o.as_fd(),
-        off_out as i64,
-        len as u32,
-        DIRECT,
+    let f = FilePair::new(
+        src_fs,
+        dst_fs,
+        pattern(1, off_in + len + 1000),
+        pattern(2, off_out + len + 5000),
     );
-    let res = must(ring.splice(&sp));
+
+    let res = must(ring.splice(&f.splice(off_in as i64, off_out as i64, len as u32, DIRECT)));
     must(check::cqe(
         &format!("direct splice {src_fs} -> {dst_fs}, {len} bytes"),
         res,
         len as i32,
     ));
 
-    let mut want = dst_old.clone();
-    want[off_out..off_out + len].copy_from_slice(&src_data[off_in..off_in + len]);
-    check_file("destination", &dst, &want);
-    check_file("source", &src, &src_data);
-    assert_eq!(file_pos(&i), 0, "the source's file position moved");
-    assert_eq!(file_pos(&o), 0, "the destination's file position moved");
+    let mut want = f.dst_old().to_vec();
+    want[off_out..off_out + len].copy_from_slice(&f.src_data()[off_in..off_in + len]);
+    check_file("destination", f.dst(), &want);
+    check_file("source", f.src(), f.src_data());
+    assert_eq!(
+        file_pos(f.src_file()),
+        0,
+        "the source's file position moved"
+    );
+    assert_eq!(
+        file_pos(f.dst_file()),
+        0,
+        "the destination's file position moved"
+    );
 }
 
 /// Writing past the destination's end extends it; the gap reads as zeros.
 #[rstest]
 fn direct_extends_destination(mut ring: Ring, #[values(Fs::Tmpfs, Fs::Ext4)] fs: Fs) {
     must(require_splice_direct(&mut ring));
-    let d = scratch(fs);
-    let (src, dst) = (d.join("src"), d.join("dst"));
-    let src_data = pattern(3, 70_000);
-    must(write_file(&src, &src_data));
-    must(write_file(&dst, b"head"));
-    let (i, o) = (must(open_ro(&src)), must(open_rw(&dst)));
-    let res = must(ring.splice(&Splice::new(
-        i.as_fd(),
-        5,
-        o.as_fd(),
-        10_000,
-        69_000,
-        DIRECT,
-    )));
+    let f = FilePair::new(fs, fs, pattern(3, 70_000), b"head".to_vec());
+    let res = must(ring.splice(&f.splice(5, 10_000, 69_000, DIRECT)));
     must(check::cqe(
         "direct splice past the destination's end",
         res,
         69_000,
     ));
-    let mut want = b"head".to_vec();
+    let mut want = f.dst_old().to_vec();
     want.resize(10_000, 0);
-    want.extend_from_slice(&src_data[5..69_005]);
-    check_file("destination", &dst, &want);
+    want.extend_from_slice(&f.src_data()[5..69_005]);
+    check_file("destination", f.dst(), &want);
 }
 
 /// Asking for more than the source holds gives what there is; at or past its end, 0.
@@ -160,52 +277,34 @@ fn direct_stops_at_source_eof(
     #[case] want_res: usize,
 ) {
     must(require_splice_direct(&mut ring));
-    let d = scratch(fs);
-    let (src, dst) = (d.join("src"), d.join("dst"));
-    let src_data = pattern(4, 10_000);
-    let dst_old = pattern(5, 20_000);
-    must(write_file(&src, &src_data));
-    must(write_file(&dst, &dst_old));
-    let (i, o) = (must(open_ro(&src)), must(open_rw(&dst)));
-    let res = must(ring.splice(&Splice::new(
-        i.as_fd(),
-        off_in as i64,
-        o.as_fd(),
-        100,
-        len as u32,
-        DIRECT,
-    )));
+    let f = FilePair::new(fs, fs, pattern(4, 10_000), pattern(5, 20_000));
+    let res = must(ring.splice(&f.splice(off_in as i64, 100, len as u32, DIRECT)));
     must(check::cqe(
         &format!("direct splice of {len} bytes at {off_in} of a 10000-byte source"),
         res,
         want_res as i32,
     ));
-    let mut want = dst_old.clone();
+    let mut want = f.dst_old().to_vec();
     if want_res > 0 {
-        want[100..100 + want_res].copy_from_slice(&src_data[off_in..off_in + want_res]);
+        want[100..100 + want_res].copy_from_slice(&f.src_data()[off_in..off_in + want_res]);
     }
-    check_file("destination", &dst, &want);
+    check_file("destination", f.dst(), &want);
 }
 
 /// SPLICE_F_FD_IN_FIXED keeps working with SPLICE_F_DIRECT (and a fixed fd_out too).
 #[rstest]
 fn direct_with_registered_files(mut ring: Ring, #[values(false, true)] out_fixed: bool) {
     must(require_splice_direct(&mut ring));
-    let d = scratch(Fs::Tmpfs);
-    let (src, dst) = (d.join("src"), d.join("dst"));
-    let src_data = pattern(6, 100_000);
-    let dst_old = pattern(7, 100_000);
-    must(write_file(&src, &src_data));
-    must(write_file(&dst, &dst_old));
-    let (i, o) = (must(open_ro(&src)), must(open_rw(&dst)));
-    must(ring.register_files(&[i.as_raw_fd(), o.as_raw_fd()]));
+    let f = FilePair::tmpfs(pattern(6, 100_000), pattern(7, 100_000));
+    let (i, o) = (f.src_file().as_raw_fd(), f.dst_file().as_raw_fd());
+    must(ring.register_files(&[i, o]));
     let sp = Splice {
         fd_in: Side::Fixed(0),
         off_in: 333,
         fd_out: if out_fixed {
             Side::Fixed(1)
         } else {
-            Side::Fd(o.as_raw_fd())
+            Side::Fd(o)
         },
         off_out: 4444,
         len: 80_000,
@@ -217,9 +316,9 @@ fn direct_with_registered_files(mut ring: Ring, #[values(false, true)] out_fixed
         res,
         80_000,
     ));
-    let mut want = dst_old.clone();
-    want[4444..84_444].copy_from_slice(&src_data[333..80_333]);
-    check_file("destination", &dst, &want);
+    let mut want = f.dst_old().to_vec();
+    want[4444..84_444].copy_from_slice(&f.src_data()[333..80_333]);
+    check_file("destination", f.dst(), &want);
 }
 
 /// Both positions must be explicit: -1 ("the file position") is EINVAL, and nothing moves.
@@ -238,29 +337,16 @@ fn direct_needs_explicit_offsets(
     } else {
         must(require_splice_direct(&mut ring));
     }
-    let d = scratch(Fs::Tmpfs);
-    let (src, dst) = (d.join("src"), d.join("dst"));
-    let (src_data, dst_old) = (pattern(8, 9000), pattern(9, 9000));
-    must(write_file(&src, &src_data));
-    must(write_file(&dst, &dst_old));
-    let (i, o) = (must(open_ro(&src)), must(open_rw(&dst)));
-    let res = must(ring.splice(&Splice::new(
-        i.as_fd(),
-        off_in,
-        o.as_fd(),
-        off_out,
-        4096,
-        flags,
-    )));
+    let f = FilePair::tmpfs(pattern(8, 9000), pattern(9, 9000));
+    let res = must(ring.splice(&f.splice(off_in, off_out, 4096, flags)));
     must(check::cqe(
         &format!("splice flags {flags:#x}, off_in {off_in}, off_out {off_out}"),
         res,
         -libc::EINVAL,
     ));
-    check_file("destination", &dst, &dst_old);
-    check_file("source", &src, &src_data);
+    f.check_untouched();
     assert_eq!(
-        (file_pos(&i), file_pos(&o)),
+        (file_pos(f.src_file()), file_pos(f.dst_file())),
         (0, 0),
         "a file position moved"
     );
@@ -304,28 +390,6 @@ fn direct_refuses_pipes(mut ring: Ring, #[values(DIRECT, R2R)] flags: u32, #[cas
     check_file("file", &file, &old);
 }
 
-/// How the files of an error case are opened.
-#[derive(Clone, Copy, Debug)]
-enum Open {
-    ReadOnly,
-    WriteOnly,
-    ReadWrite,
-    Append,
-}
-
-fn open_as(path: &Path, how: Open) -> File {
-    must(match how {
-        Open::ReadOnly => open_ro(path),
-        Open::WriteOnly => open_wo(path),
-        Open::ReadWrite => open_rw(path),
-        Open::Append => open_with(
-            path,
-            std::fs::OpenOptions::new().write(true),
-            libc::O_APPEND,
-        ),
-    })
-}
-
 /// The usual errors of do_splice_direct() and of the source's do_splice_to(); no byte
 /// moves in any of them.
 #[rstest]
@@ -343,20 +407,15 @@ fn direct_errors(
     #[case] errno: i32,
 ) {
     must(require_splice_direct(&mut ring));
-    let d = scratch(Fs::Tmpfs);
-    let (src, dst) = (d.join("src"), d.join("dst"));
-    let (src_data, dst_old) = (pattern(11, 9000), pattern(12, 9000));
-    must(write_file(&src, &src_data));
-    must(write_file(&dst, &dst_old));
-    let (i, o) = (open_as(&src, src_open), open_as(&dst, dst_open));
-    let res = must(ring.splice(&Splice::new(
-        i.as_fd(),
-        off_in,
-        o.as_fd(),
-        off_out,
-        4096,
-        DIRECT,
-    )));
+    let f = FilePair::opened(
+        Fs::Tmpfs,
+        Fs::Tmpfs,
+        pattern(11, 9000),
+        pattern(12, 9000),
+        src_open,
+        Some(dst_open),
+    );
+    let res = must(ring.splice(&f.splice(off_in, off_out, 4096, DIRECT)));
     must(check::cqe(
         &format!(
             "direct splice, source {src_open:?} at {off_in}, destination {dst_open:?} at {off_out}"
@@ -364,8 +423,7 @@ fn direct_errors(
         res,
         -errno,
     ));
-    check_file("destination", &dst, &dst_old);
-    check_file("source", &src, &src_data);
+    f.check_untouched();
 }
 
 /// Series v2's values of the flags, 0x10 (SPLICE_F_DIRECT) and 0x20
@@ -375,20 +433,15 @@ fn direct_errors(
 #[rstest]
 fn direct_refuses_the_v2_flag_values(mut ring: Ring, #[values(0x10, 0x20, 0x30)] v2_flags: u32) {
     must(require_splice_direct(&mut ring));
-    let d = scratch(Fs::Tmpfs);
-    let (src, dst) = (d.join("src"), d.join("dst"));
-    let (src_data, dst_old) = (pattern(28, 9000), pattern(29, 9000));
-    must(write_file(&src, &src_data));
-    must(write_file(&dst, &dst_old));
-    let (i, o) = (must(open_ro(&src)), must(open_rw(&dst)));
-    let res = must(ring.splice(&Splice::new(i.as_fd(), 0, o.as_fd(), 0, 4096, v2_flags)));
+    let f = FilePair::tmpfs(pattern(28, 9000), pattern(29, 9000));
+    let res = must(ring.splice(&f.splice(0, 0, 4096, v2_flags)));
     must(check::cqe(
         &format!("io_uring splice file -> file with v2's flag value {v2_flags:#x}"),
         res,
         -libc::EINVAL,
     ));
-    check_file("destination", &dst, &dst_old);
-    let res = must(ring.splice(&Splice::new(i.as_fd(), 0, o.as_fd(), 0, 4096, DIRECT)));
+    check_file("destination", f.dst(), f.dst_old());
+    let res = must(ring.splice(&f.splice(0, 0, 4096, DIRECT)));
     must(check::cqe(
         "the same splice with SPLICE_F_DIRECT",
         res,
@@ -400,22 +453,11 @@ fn direct_refuses_the_v2_flag_values(mut ring: Ring, #[values(0x10, 0x20, 0x30)]
 #[rstest]
 fn direct_goes_through_do_splice_direct(mut ring: Ring) {
     must(require_splice_direct(&mut ring));
-    let d = scratch(Fs::Tmpfs);
-    let (src, dst) = (d.join("src"), d.join("dst"));
-    must(write_file(&src, &pattern(13, 200_000)));
-    must(write_file(&dst, b""));
-    let (i, o) = (must(open_ro(&src)), must(open_rw(&dst)));
+    let f = FilePair::tmpfs(pattern(13, 200_000), Vec::new());
     let probe = must(Kprobe::new("do_splice_direct"));
     let before = must(probe.hits());
     for k in 0..3 {
-        let res = must(ring.splice(&Splice::new(
-            i.as_fd(),
-            k * 60_000,
-            o.as_fd(),
-            k * 60_000,
-            60_000,
-            DIRECT,
-        )));
+        let res = must(ring.splice(&f.splice(k * 60_000, k * 60_000, 60_000, DIRECT)));
         must(check::cqe("direct splice", res, 60_000));
     }
     assert_eq!(
@@ -479,28 +521,20 @@ fn read_to_read_refuses_regular_source(
     #[case] len: usize,
 ) {
     must(require_read_to_read(&mut ring));
-    let (sd, dd) = (scratch(src_fs), scratch(dst_fs));
-    let (src, dst) = (sd.join("src"), dd.join("dst"));
-    let src_data = pattern(15, off_in + len + 3000);
-    let dst_old = pattern(16, off_out + len + 3000);
-    must(write_file(&src, &src_data));
-    must(write_file(&dst, &dst_old));
+    let f = FilePair::new(
+        src_fs,
+        dst_fs,
+        pattern(15, off_in + len + 3000),
+        pattern(16, off_out + len + 3000),
+    );
     // the source's pages are in the page cache: those are what a bad splice would fill
     must(check_bytes(
         "source before",
         0,
-        &must(read_file(&src)),
-        &src_data,
+        &must(read_file(f.src())),
+        f.src_data(),
     ));
-    let (i, o) = (must(open_ro(&src)), must(open_rw(&dst)));
-    let res = must(ring.splice(&Splice::new(
-        i.as_fd(),
-        off_in as i64,
-        o.as_fd(),
-        off_out as i64,
-        len as u32,
-        R2R,
-    )));
+    let res = must(ring.splice(&f.splice(off_in as i64, off_out as i64, len as u32, R2R)));
     must(check::cqe(
         &format!(
             "read-to-read splice from a regular {src_fs} file into a {dst_fs} file, {len} bytes"
@@ -510,17 +544,17 @@ fn read_to_read_refuses_regular_source(
     ));
     check_file(
         "source (nothing may be read into its pages)",
-        &src,
-        &src_data,
+        f.src(),
+        f.src_data(),
     );
-    check_file("destination", &dst, &dst_old);
+    check_file("destination", f.dst(), f.dst_old());
 
-    let copy = d_copy(&mut ring, &i, off_in, len);
+    let copy = d_copy(&mut ring, f.src_file(), off_in, len);
     must(check_bytes(
         "a direct splice after the refused one",
         0,
         &copy,
-        &src_data[off_in..off_in + len],
+        &f.src_data()[off_in..off_in + len],
     ));
 }
 
@@ -531,25 +565,20 @@ fn read_to_read_refuses_regular_source(
 #[rstest]
 fn read_to_read_refuses_regular_source_before_reading_it(mut ring: Ring) {
     must(require_read_to_read(&mut ring));
-    let d = scratch(Fs::Tmpfs);
-    let (src, dst) = (d.join("src"), d.join("dst"));
-    let (src_data, dst_old) = (pattern(26, 20_000), pattern(27, 20_000));
-    must(write_file(&src, &src_data));
-    must(write_file(&dst, &dst_old));
-    let (i, o) = (must(open_ro(&src)), must(open_rw(&dst)));
+    let f = FilePair::tmpfs(pattern(26, 20_000), pattern(27, 20_000));
     let probe = must(Kprobe::new("generic_file_splice_read"));
     let before = must(probe.hits());
-    let res = must(ring.splice(&Splice::new(i.as_fd(), 0, o.as_fd(), 0, 16_384, R2R)));
+    let res = must(ring.splice(&f.splice(0, 0, 16_384, R2R)));
     let refused_calls = must(probe.hits()) - before;
     must(check::cqe(
         "read-to-read splice from a regular tmpfs file",
         res,
         -libc::EINVAL,
     ));
-    check_file("source", &src, &src_data);
-    check_file("destination", &dst, &dst_old);
+    check_file("source", f.src(), f.src_data());
+    check_file("destination", f.dst(), f.dst_old());
     let before = must(probe.hits());
-    let res = must(ring.splice(&Splice::new(i.as_fd(), 0, o.as_fd(), 0, 16_384, DIRECT)));
+    let res = must(ring.splice(&f.splice(0, 0, 16_384, DIRECT)));
     let direct_calls = must(probe.hits()) - before;
     must(check::cqe("the same range, direct", res, 16_384));
     assert!(
@@ -604,6 +633,17 @@ enum Dest {
     Timerfd,
 }
 
+impl Dest {
+    /// How the pair's destination file is opened when it is the destination.
+    fn file_open(self) -> Option<Open> {
+        match self {
+            Dest::ReadWrite | Dest::NegativeOffset => Some(Open::ReadWrite),
+            Dest::WriteOnly => Some(Open::WriteOnly),
+            Dest::DevZero | Dest::DevNull | Dest::UnixSocket | Dest::Timerfd => None,
+        }
+    }
+}
+
 /// From a regular source, read-to-read is EINVAL whatever the destination and however
 /// the source is open (a write-only source included: the source is refused for not
 /// lending before it is checked for reading), and no byte moves.
@@ -623,37 +663,42 @@ fn read_to_read_regular_source_refused_whatever_the_destination(
     #[values(Open::ReadOnly, Open::WriteOnly)] src_open: Open,
 ) {
     must(require_read_to_read(&mut ring));
-    let d = scratch(Fs::Tmpfs);
-    let (src, dst) = (d.join("src"), d.join("dst"));
-    let (src_data, dst_old) = (pattern(19, 9000), pattern(21, 9000));
-    must(write_file(&src, &src_data));
-    must(write_file(&dst, &dst_old));
-    let i = open_as(&src, src_open);
-    let mut off_out = 0;
-    let (o, _peer): (OwnedFd, Option<OwnedFd>) = match dest {
-        Dest::ReadWrite => (open_as(&dst, Open::ReadWrite).into(), None),
-        Dest::WriteOnly => (open_as(&dst, Open::WriteOnly).into(), None),
-        Dest::NegativeOffset => {
-            off_out = -4096;
-            (open_as(&dst, Open::ReadWrite).into(), None)
-        }
-        Dest::DevZero => (must(open_ro(Path::new("/dev/zero"))).into(), None),
-        Dest::DevNull => (must(open_ro(Path::new("/dev/null"))).into(), None),
+    let f = FilePair::opened(
+        Fs::Tmpfs,
+        Fs::Tmpfs,
+        pattern(19, 9000),
+        pattern(21, 9000),
+        src_open,
+        dest.file_open(),
+    );
+    let off_out = match dest {
+        Dest::NegativeOffset => -4096,
+        _ => 0,
+    };
+    // the destination when it is not the pair's file, and a socket's peer
+    let (other, _peer): (Option<OwnedFd>, Option<OwnedFd>) = match dest {
+        Dest::ReadWrite | Dest::WriteOnly | Dest::NegativeOffset => (None, None),
+        Dest::DevZero => (Some(must(open_ro(Path::new("/dev/zero"))).into()), None),
+        Dest::DevNull => (Some(must(open_ro(Path::new("/dev/null"))).into()), None),
         Dest::UnixSocket => {
             let (a, mut b) = std::os::unix::net::UnixStream::pair().expect("socketpair(AF_UNIX)");
             std::io::Write::write_all(&mut b, &[7u8; 4096]).expect("write to the socket");
-            (a.into(), Some(b.into()))
+            (Some(a.into()), Some(b.into()))
         }
-        Dest::Timerfd => (sys::timerfd().expect("timerfd_create"), None),
+        Dest::Timerfd => (Some(sys::timerfd().expect("timerfd_create")), None),
     };
-    let res = must(ring.splice(&Splice::new(i.as_fd(), 0, o.as_fd(), off_out, 4096, R2R)));
+    let o = match &other {
+        Some(fd) => fd.as_fd(),
+        None => f.dst_file().as_fd(),
+    };
+    let res = must(ring.splice(&Splice::new(f.src_file().as_fd(), 0, o, off_out, 4096, R2R)));
     must(check::cqe(
         &format!("read-to-read splice from a {src_open:?} regular file into {dest:?}"),
         res,
         -libc::EINVAL,
     ));
-    check_file("source", &src, &src_data);
-    check_file("destination file", &dst, &dst_old);
+    check_file("source", f.src(), f.src_data());
+    check_file("destination file", f.dst(), f.dst_old());
 }
 
 // ---------------------------------------------------------------------------------

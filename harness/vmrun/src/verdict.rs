@@ -5,6 +5,9 @@
 //! "WARNING: ..." itself is not a kernel warning. The timestamp may sit in the middle of a
 //! line, where the kernel interrupted a line of the command's output. A log with no
 //! timestamped line at all is judged line by line as it is.
+//!
+//! [`judge_messages`] judges kernel messages alone, as a program in the guest reads them
+//! from /dev/kmsg: the in-guest suite judges the kernel log of a test with it.
 
 use crate::job::{MARK_EXIT, MARK_INIT_FAILED, MARK_START};
 use std::fmt;
@@ -66,6 +69,24 @@ pub struct Excerpt {
     pub lines: Vec<String>,
 }
 
+/// The kernel problems in a log, and the log around them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Splats {
+    pub findings: Vec<Finding>,
+    pub excerpts: Vec<Excerpt>,
+}
+
+impl Splats {
+    pub fn clean(&self) -> bool {
+        self.findings.is_empty()
+    }
+
+    /// The kinds found, each once, most severe first.
+    pub fn kinds(&self) -> Vec<Kind> {
+        kinds_of(&self.findings)
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Verdict {
     pub findings: Vec<Finding>,
@@ -87,11 +108,15 @@ impl Verdict {
 
     /// The kinds found, each once, most severe first.
     pub fn kinds(&self) -> Vec<Kind> {
-        let mut k: Vec<Kind> = self.findings.iter().map(|f| f.kind).collect();
-        k.sort();
-        k.dedup();
-        k
+        kinds_of(&self.findings)
     }
+}
+
+fn kinds_of(findings: &[Finding]) -> Vec<Kind> {
+    let mut k: Vec<Kind> = findings.iter().map(|f| f.kind).collect();
+    k.sort();
+    k.dedup();
+    k
 }
 
 /// Lines shown before a finding.
@@ -248,6 +273,49 @@ fn ends_splat(m: &str) -> bool {
     m.starts_with("---[ end ") || m.starts_with("=================================")
 }
 
+/// The findings in `lines` and the excerpts around them; `msg_of` gives the kernel
+/// message of a line, None for a line that is not one.
+fn find_splats(lines: &[&str], msg_of: impl Fn(&str) -> Option<String>) -> Splats {
+    let mut s = Splats::default();
+    let mut ranges: Vec<(usize, usize)> = Vec::new(); // [start, end) indices
+    for (i, line) in lines.iter().enumerate() {
+        let Some(m) = msg_of(line) else { continue };
+        let Some(kind) = classify(&m) else { continue };
+        s.findings.push(Finding {
+            kind,
+            line_no: i + 1,
+            message: m.trim_end().to_string(),
+        });
+        let start = i.saturating_sub(CONTEXT_BEFORE);
+        let mut end = (i + 1 + CONTEXT_AFTER).min(lines.len());
+        // The search starts after the finding: a KASAN report's opening rule precedes it.
+        if let Some(j) = (i + 1..end).find(|&j| msg_of(lines[j]).is_some_and(|m| ends_splat(&m))) {
+            end = j + 1;
+        }
+        match ranges.last_mut() {
+            Some(last) if start <= last.1 => last.1 = last.1.max(end),
+            _ => ranges.push((start, end)),
+        }
+    }
+    s.excerpts = ranges
+        .into_iter()
+        .map(|(a, b)| Excerpt {
+            first_line: a + 1,
+            lines: lines[a..b].iter().map(|l| l.to_string()).collect(),
+        })
+        .collect();
+    s
+}
+
+/// Judges kernel messages alone, one a line and without printk timestamps, as
+/// /dev/kmsg gives them (the text after the `;` of each record): the same findings,
+/// each message classified by [`classify`], and excerpts as [`judge`] makes them, with
+/// line numbers counted from 1 in `messages`.
+pub fn judge_messages<S: AsRef<str>>(messages: &[S]) -> Splats {
+    let lines: Vec<&str> = messages.iter().map(AsRef::as_ref).collect();
+    find_splats(&lines, |l| Some(l.to_string()))
+}
+
 /// Judges a whole console log.
 pub fn judge(log: &str) -> Verdict {
     let lines: Vec<&str> = log.lines().map(|l| l.trim_end_matches('\r')).collect();
@@ -261,8 +329,7 @@ pub fn judge(log: &str) -> Verdict {
     };
 
     let mut v = Verdict::default();
-    let mut ranges: Vec<(usize, usize)> = Vec::new(); // [start, end) indices
-    for (i, line) in lines.iter().enumerate() {
+    for line in &lines {
         if let Some(pos) = line.find(MARK_EXIT) {
             let rest = &line[pos + MARK_EXIT.len()..];
             let digits: String = rest
@@ -279,36 +346,17 @@ pub fn judge(log: &str) -> Verdict {
         if line.contains(MARK_START) {
             v.started = true;
         }
-        let Some(m) = msg_of(line) else { continue };
         if v.kernel_version.is_none() {
-            if let Some(pos) = m.find("Linux version ") {
-                v.kernel_version = Some(m[pos..].to_string());
+            if let Some(m) = msg_of(line) {
+                if let Some(pos) = m.find("Linux version ") {
+                    v.kernel_version = Some(m[pos..].to_string());
+                }
             }
         }
-        let Some(kind) = classify(&m) else { continue };
-        v.findings.push(Finding {
-            kind,
-            line_no: i + 1,
-            message: m.trim_end().to_string(),
-        });
-        let start = i.saturating_sub(CONTEXT_BEFORE);
-        let mut end = (i + 1 + CONTEXT_AFTER).min(lines.len());
-        // The search starts after the finding: a KASAN report's opening rule precedes it.
-        if let Some(j) = (i + 1..end).find(|&j| msg_of(lines[j]).is_some_and(|m| ends_splat(&m))) {
-            end = j + 1;
-        }
-        match ranges.last_mut() {
-            Some(last) if start <= last.1 => last.1 = last.1.max(end),
-            _ => ranges.push((start, end)),
-        }
     }
-    v.excerpts = ranges
-        .into_iter()
-        .map(|(s, e)| Excerpt {
-            first_line: s + 1,
-            lines: lines[s..e].iter().map(|l| l.to_string()).collect(),
-        })
-        .collect();
+    let s = find_splats(&lines, msg_of);
+    v.findings = s.findings;
+    v.excerpts = s.excerpts;
     v
 }
 
@@ -470,6 +518,40 @@ mod tests {
         assert_eq!(v.exit_status, Some(1));
         let ex = &v.excerpts[0];
         assert!(ex.lines[1].ends_with("======================================================"));
+    }
+
+    /// The kernel messages of each sample log alone, as /dev/kmsg gives them (no
+    /// timestamps, no lines of the command), are judged as the log is.
+    #[test]
+    fn messages_alone_are_judged_as_the_log() {
+        for name in [
+            "clean.log",
+            "panic.log",
+            "warning.log",
+            "kasan.log",
+            "lockdep.log",
+        ] {
+            let log = data(name);
+            let messages: Vec<&str> = log.lines().filter_map(kernel_message).collect();
+            let s = judge_messages(&messages);
+            let v = judge(&log);
+            assert_eq!(s.kinds(), v.kinds(), "{name}");
+            let texts = |f: &[Finding]| f.iter().map(|f| f.message.clone()).collect::<Vec<_>>();
+            assert_eq!(texts(&s.findings), texts(&v.findings), "{name}");
+            assert_eq!(s.excerpts.len(), v.excerpts.len(), "{name}");
+            for f in &s.findings {
+                assert_eq!(messages[f.line_no - 1].trim_end(), f.message, "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn messages_are_judged_one_a_line() {
+        let s = judge_messages(&["WARNING: CPU: 0 PID: 9 at fs/splice.c:1 f+0x0/0x1", "ok"]);
+        assert_eq!(s.kinds(), [Kind::Warning]);
+        assert_eq!(s.findings[0].line_no, 1);
+        assert_eq!(s.excerpts[0].lines.len(), 2);
+        assert!(judge_messages(&["ublkb0: p1", "loop0: detected capacity change"]).clean());
     }
 
     #[test]
