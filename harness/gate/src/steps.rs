@@ -263,7 +263,10 @@ UBLK_UAPI_INCLUDE=$inc exec "$1" cargo-tests -p ublk --test uapi_header"#;
         mutants.push("--all".into());
     }
     vec![
-        Step::plain("series: read the revision", Cmd::sh(read_revision, [path(top)]))
+        Step::plain(
+            "series: read the revision",
+            Cmd::new(["bash".into(), "-c".into(), read_revision.into(), path(top)]),
+        )
             .role(Role::Revision),
         Step::plain("deps: Debian packages", Cmd::new([s("scripts/deps.sh")])),
         Step::plain(
@@ -575,6 +578,34 @@ mod tests {
                 "bench: interleaved smoke run in the guest (no timing assertions)",
             ]
         );
+    }
+
+    /// The read step runs lib.sh's series_resolve on this checkout's patches/.
+    #[test]
+    fn the_read_step_reads_patches() {
+        let top = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let c = Ctx {
+            top: top.clone(),
+            ..ctx(Lane::Fast)
+        };
+        let cmd = &gate_steps(&c)[0].cmds[0];
+        let out = std::process::Command::new(&cmd.argv[0])
+            .args(&cmd.argv[1..])
+            .env_remove("ZC_SERIES_SRC")
+            .env_remove("ZC_SERIES_TREE")
+            .env_remove("ZC_SERIES_RANGE")
+            .env_remove("ZC_SERIES_DIR")
+            .env_remove("ZC_SERIES_ORIGIN")
+            .output()
+            .expect("runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+        let n = std::fs::read_to_string(top.join("patches/series"))
+            .expect("patches/series")
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .count();
+        assert_eq!(text, format!("patches/ (default): {n} patch(es)\n"));
     }
 
     #[test]
