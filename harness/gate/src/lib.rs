@@ -3,6 +3,7 @@
 //! reports CI keeps. See docs/gate.md.
 
 pub mod cargo_tests;
+pub mod cli;
 pub mod junit;
 pub mod report;
 pub mod run;

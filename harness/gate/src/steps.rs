@@ -599,7 +599,11 @@ mod tests {
             .output()
             .expect("runs");
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let n = std::fs::read_to_string(top.join("patches/series"))
             .expect("patches/series")
             .lines()
