@@ -410,7 +410,12 @@ impl Gate {
         for cmd in &step.cmds {
             ended = run_cmd(cmd, &file, &self.cwd, junit, deadline)
                 .with_context(|| format!("running the step {}", step.name))?;
-            if !ended.ok() {
+            let fatal = match ended.exit {
+                Exit::Code(123 | 124) => cmd.vm,
+                Exit::Code(_) => false,
+                Exit::Signal(_) | Exit::TimedOut(_) => true,
+            };
+            if !ended.ok() && (fatal || !cmd.may_fail) {
                 break;
             }
         }

@@ -53,6 +53,9 @@ pub struct Cmd {
     /// The program's exit status is vmrun's (scripts/run-qemu.sh): 124, 125 and 123 are
     /// its timeout, kernel problem and VM failure.
     pub vm: bool,
+    /// Its failure does not end the step, the next program judges (the control run:
+    /// tests fail on the base kernel by design). vmrun's timeout and VM failure still do.
+    pub may_fail: bool,
 }
 
 impl Cmd {
@@ -62,6 +65,7 @@ impl Cmd {
             env: Vec::new(),
             fresh: None,
             vm: false,
+            may_fail: false,
         }
     }
 
@@ -424,12 +428,15 @@ UBLK_UAPI_INCLUDE=$inc exec "$1" cargo-tests -p ublk --test uapi_header"#;
         // series looks like (tests that need it fail, naming the feature; the others pass).
         Step::plain(
             "suite: control run on the base kernel (failures expected)",
-            guest(
-                "base",
-                "base",
-                "1800",
-                &[suite.clone(), "--label".into(), "base".into()],
-            ),
+            Cmd {
+                may_fail: true,
+                ..guest(
+                    "base",
+                    "base",
+                    "1800",
+                    &[suite.clone(), "--label".into(), "base".into()],
+                )
+            },
         )
         .then(Cmd::sh(
             r#"[ -s "$0" ] || { echo "the control run left no TAP file"; exit 1; }"#,
@@ -646,6 +653,13 @@ mod tests {
             Some(Path::new("/cache/test-runs/patched"))
         );
         assert!(patched.cmds[0].vm);
+        assert!(!patched.cmds[0].may_fail);
+        let control = steps
+            .iter()
+            .find(|s| s.name == "suite: control run on the base kernel (failures expected)")
+            .expect("the control step");
+        assert!(control.cmds[0].may_fail && control.cmds[0].vm);
+        assert!(!control.cmds[1].may_fail);
         let mutants = |l| {
             gate_steps(&ctx(l))
                 .into_iter()

@@ -547,3 +547,54 @@ JUnit: `{}`
         Some(format!("log: {checks_log}").as_str())
     );
 }
+
+/// The control run: the suite fails tests on the base kernel by design, so its exit status
+/// does not fail the step, the TAP check after it does; a timed-out guest still fails it.
+#[test]
+fn a_program_that_may_fail_leaves_the_verdict_to_the_next() {
+    let tmp = Tmp::new("mayfail");
+    let tap = tmp.0.join("suite-base.tap");
+    let guest = |status: i32, writes: bool| Cmd {
+        may_fail: true,
+        vm: true,
+        ..Cmd::sh(
+            &format!(
+                "{} exit {status}",
+                if writes {
+                    "echo 'not ok 1 - x' > \"$0\";"
+                } else {
+                    ""
+                }
+            ),
+            [tap.display().to_string()],
+        )
+    };
+    let check = || {
+        Cmd::sh(
+            r#"[ -s "$0" ] || { echo "the control run left no TAP file"; exit 1; }"#,
+            [tap.display().to_string()],
+        )
+    };
+    let steps = vec![
+        ok_step("series: read the revision").role(Role::Revision),
+        Step::plain("suite: fails tests", guest(1, true)).then(check()),
+        Step::plain(
+            "suite: no tap",
+            Cmd::sh("rm -f \"$0\"", [tap.display().to_string()]),
+        )
+        .then(guest(1, false))
+        .then(check()),
+        Step::plain("suite: timeout", guest(124, true)).then(check()),
+    ];
+    let g = gate(&tmp, steps, &[]);
+    let (sum, out) = run(&g, true);
+    assert_eq!(
+        row(&sum, "suite: fails tests").status,
+        RowStatus::Pass,
+        "{out}"
+    );
+    assert_eq!(row(&sum, "suite: no tap").status, RowStatus::Fail, "{out}");
+    let r = row(&sum, "suite: timeout");
+    assert_eq!(r.status, RowStatus::Fail, "{out}");
+    assert_eq!(r.reason, "vmrun: timeout, the guest was killed (exit 124)");
+}
