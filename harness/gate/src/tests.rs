@@ -598,3 +598,21 @@ fn a_program_that_may_fail_leaves_the_verdict_to_the_next() {
     assert_eq!(r.status, RowStatus::Fail, "{out}");
     assert_eq!(r.reason, "vmrun: timeout, the guest was killed (exit 124)");
 }
+
+/// lib.sh's junit_begin hides ZC_JUNIT from the programs a script runs, so that a counted
+/// script calling another one does not get its checks written into its file.
+#[test]
+fn a_scripts_children_do_not_see_its_junit_file() {
+    let tmp = Tmp::new("hide");
+    let steps = vec![
+        ok_step("series: read the revision").role(Role::Revision),
+        Step::counted(
+            "host: nested",
+            bash("junit_case \"children see it: $(env | grep -c '^ZC_JUNIT=' || true)\" pass"),
+        ),
+    ];
+    let g = gate(&tmp, steps, &[]);
+    let (sum, out) = run(&g, true);
+    assert_eq!(row(&sum, "host: nested").passed, 1, "{out}");
+    assert!(out.contains("    ok - children see it: 0\n"), "{out}");
+}
