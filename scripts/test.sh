@@ -22,7 +22,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 case "${1:-}" in
--h | --help) sed -n '4,18s/^# \{0,1\}//p' "$0"; exit 0 ;;
+-h | --help) sed -n '4,19s/^# \{0,1\}//p' "$0"; exit 0 ;;
 esac
 (cd "$ZC_TOP" && cargo build --release -q -p gate) || die "building the gate (cargo build --release -p gate) failed"
 export ZC_TOP
