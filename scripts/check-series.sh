@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Quality gates of the revision under test (patches/series by default; --series PATH or
 # --tree DIR --range A..B for another, see lib.sh), each printed as "ok - NAME" or
-# "not ok - NAME":
+# "not ok - NAME" (and, with ZC_JUNIT set, as JUnit there: lib.sh's junit_case):
 #   apply     git am and quilt push -a on the base, with the same result;
 #   checkpatch  scripts/checkpatch.pl --strict: 0 errors, 0 warnings per patch;
 #   build     after each patch the kernel builds with the project's config (bisectable).
@@ -15,6 +15,7 @@
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
+junit_begin
 
 gates=()
 while [ $# -gt 0 ]; do
@@ -32,8 +33,8 @@ branch=$(series_branch)
 say "check-series: $ZC_SERIES_ORIGIN, ${#patches[@]} patches, branch $branch of $ZC_PATCHED"
 [ ${#gates[@]} -gt 0 ] || gates=(apply checkpatch build warnings)
 failed=0
-ok() { printf 'ok - %s\n' "$*"; }
-notok() { printf 'not ok - %s\n' "$*"; failed=$((failed + 1)); }
+ok() { printf 'ok - %s\n' "$*"; junit_case "$*" pass; }
+notok() { printf 'not ok - %s\n' "$*"; failed=$((failed + 1)); junit_case "$*" fail; }
 stampdir=$ZC_CACHE/gates
 mkdir -p "$stampdir"
 

@@ -70,6 +70,39 @@ kernel_configure() {
 	kmake "$src" "$out" -s olddefconfig >>"$out/.zc-config.log" 2>&1 || { cat "$out/.zc-config.log" >&2; die "olddefconfig failed in $out"; }
 }
 
+# --- Checks for the gate: JUnit to $ZC_JUNIT ------------------------------------------------
+# A counted step's program gets ZC_JUNIT=PATH and writes its checks there as JUnit XML, one
+# test case per check (the contract: harness/gate/src/junit.rs, docs/gate.md). A script
+# calls junit_begin once, then junit_case per check, beside its own "ok - " lines. The file
+# is rewritten after each check, so it holds the checks so far should the script die.
+# junit_begin takes $ZC_JUNIT for this script and hides it from the scripts it runs.
+junit_begin() {
+	ZC_JUNIT_FILE=${ZC_JUNIT:-}
+	ZC_JUNIT_CASES=
+	unset ZC_JUNIT
+	junit_write
+}
+junit_esc() { printf '%s' "$1" | tr -d '\000-\010\013\014\016-\037' | tr '\t\r\n' '   ' | sed -e 's/&/\&amp;/g' -e 's/</\&lt;/g' -e 's/>/\&gt;/g' -e 's/"/\&quot;/g'; }
+junit_case() { # junit_case NAME pass|fail [MESSAGE]
+	[ -n "${ZC_JUNIT_FILE:-}" ] || return 0
+	local name
+	name=$(junit_esc "$1")
+	case $2 in
+	pass) ZC_JUNIT_CASES+="    <testcase name=\"$name\"/>"$'\n' ;;
+	fail) ZC_JUNIT_CASES+="    <testcase name=\"$name\"><failure message=\"$(junit_esc "${3:-$1}")\"/></testcase>"$'\n' ;;
+	*) die "junit_case: '$2' is neither pass nor fail" ;;
+	esac
+	junit_write
+}
+junit_write() {
+	[ -n "${ZC_JUNIT_FILE:-}" ] || return 0
+	local n f
+	n=$(printf '%s' "$ZC_JUNIT_CASES" | grep -c '<testcase ') || true
+	f=$(printf '%s' "$ZC_JUNIT_CASES" | grep -c '<failure ') || true
+	printf '<?xml version="1.0" encoding="UTF-8"?>\n<testsuites>\n  <testsuite name="%s" tests="%s" failures="%s">\n%s  </testsuite>\n</testsuites>\n' \
+		"$(junit_esc "${0##*/}")" "$n" "$f" "$ZC_JUNIT_CASES" >"$ZC_JUNIT_FILE"
+}
+
 say() { printf '==> %s\n' "$*" >&2; }
 warn() { printf 'WARNING: %s\n' "$*" >&2; }
 die() { printf 'ERROR: %s\n' "$*" >&2; exit 1; }

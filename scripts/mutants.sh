@@ -28,11 +28,13 @@
 # recompiles only the file it touches. Each check first runs on the unmutated series and
 # must pass there, so that only a mutation can fail it. Images and verdicts are cached
 # in $ZC_CACHE/mutants, keyed by the series, the mutant, the config and the suite binaries.
-# Output: one line per mutant (TAP: "ok - NAME: caught by TEST", "not ok - NAME: SURVIVED"),
+# Output: one line per mutant (TAP: "ok - NAME: caught by TEST", "not ok - NAME: SURVIVED"; and
+# with ZC_JUNIT set, one JUnit case per mutant there, lib.sh's junit_case),
 # then "caught N of M"; the exit status is 1 if a mutant survived or did not build.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
+junit_begin
 
 usage() { sed -n '3,11s/^# \{0,1\}//p' "$0"; }
 mode=sample
@@ -363,10 +365,13 @@ for m in "${chosen[@]}"; do
 		if [ "$rc" -eq 2 ] && ! series_is_default; then
 			# The mutants are written against patches/; another revision may have moved on.
 			printf 'ok - %s: does not apply to this revision (%s) # SKIP\n' "$m" "$ZC_SERIES_ORIGIN"
+			junit_case "$m: does not apply to this revision ($ZC_SERIES_ORIGIN) # SKIP" pass
 			is_survivor "$m" || total=$((total - 1))
 			continue
 		elif [ "$rc" -ne 0 ]; then
-			printf 'not ok - %s: BROKEN: does not %s on series %s (fix the mutant)\n' "$m" "$([ "$rc" -eq 2 ] && echo apply || echo build)" "$hash"
+			line="not ok - $m: BROKEN: does not $([ "$rc" -eq 2 ] && echo apply || echo build) on series $hash (fix the mutant)"
+			printf '%s\n' "$line"
+			junit_case "${line#not ok - }" fail
 			bad=$((bad + 1))
 			continue
 		fi
@@ -403,8 +408,14 @@ for m in "${chosen[@]}"; do
 		printf '%s\n' "$line" >"$cache/verdicts/$m-$key"
 	fi
 	case $line in
-	ok*) is_survivor "$m" || caught=$((caught + 1)) ;;
-	*) ! is_survivor "$m" || bad=$((bad + 1)) ;;
+	ok*)
+		is_survivor "$m" || caught=$((caught + 1))
+		junit_case "${line#ok - }" pass
+		;;
+	*)
+		! is_survivor "$m" || bad=$((bad + 1))
+		junit_case "${line#not ok - }" fail
+		;;
 	esac
 done
 # The worktree goes back to the series, so that nothing half-mutated is left behind.

@@ -7,7 +7,8 @@
 #   - as a plain directory (kernel-tree.sh copies it): the package unpacked again. The full
 #     lane only (ZC_LANE=full, the default outside CI): it writes the tree twice more.
 # The result is cached per package version and per version of the scripts involved.
-# Prints TAP ("ok - "/"not ok - ") and ends with "N passed, N failed".
+# Prints TAP ("ok - "/"not ok - ") and ends with "N passed, N failed"; with ZC_JUNIT set,
+# writes the checks there as JUnit too.
 # Usage: scripts/tests/kernel-src.sh
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -21,8 +22,10 @@ key=$({
 	cat "$ZC_TOP/scripts/kernel-tree.sh" "$ZC_TOP/scripts/lib.sh" "$0"
 } | sha256sum | cut -c1-16)
 stamp=$ZC_CACHE/gates/kernel-src-$key
+junit_begin
 if [ -f "$stamp" ]; then
 	sed 's/$/ (cached: same package and scripts)/' "$stamp"
+	while read -r line; do junit_case "${line#ok - } (cached: same package and scripts)" pass; done <"$stamp"
 	printf '%d passed, 0 failed\n' "$(wc -l <"$stamp")"
 	exit 0
 fi
@@ -35,8 +38,8 @@ results=$work/results
 : >"$results"
 passed=0
 failed=0
-ok() { printf 'ok - %s\n' "$*" | tee -a "$results"; passed=$((passed + 1)); }
-notok() { printf 'not ok - %s\n' "$*"; failed=$((failed + 1)); }
+ok() { printf 'ok - %s\n' "$*" | tee -a "$results"; passed=$((passed + 1)); junit_case "$*" pass; }
+notok() { printf 'not ok - %s\n' "$*"; failed=$((failed + 1)); junit_case "$*" fail; }
 # base_tree CACHE [KERNEL_SRC]: kernel-tree.sh base in a throwaway cache; prints the tree.
 base_tree() {
 	env -u ZC_LOCK_HELD UBLK_ZC_CACHE="$1" KERNEL_SRC="${2:-}" "$ZC_TOP/scripts/kernel-tree.sh" base >&2

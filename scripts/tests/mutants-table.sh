@@ -4,7 +4,7 @@
 # the lines <!-- mutants-table:begin --> and <!-- mutants-table:end -->. A mutant added,
 # renamed or re-described without the table fails here, with the diff. It reads files
 # only: nothing is built or booted. Prints TAP ("ok - "/"not ok - ") and ends with
-# "N passed, N failed".
+# "N passed, N failed"; with ZC_JUNIT set, writes the checks there as JUnit too.
 # Usage: scripts/tests/mutants-table.sh            check the table
 #        scripts/tests/mutants-table.sh --update   write the table into docs/mutants.md
 set -euo pipefail
@@ -16,8 +16,11 @@ work=$(mktemp -d /tmp/zc-mutants-table.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 passed=0
 failed=0
-ok() { printf 'ok - %s\n' "$*"; passed=$((passed + 1)); }
-notok() { printf 'not ok - %s\n' "$*"; failed=$((failed + 1)); }
+# shellcheck source=scripts/lib.sh
+. "$top/scripts/lib.sh"
+junit_begin
+ok() { printf 'ok - %s\n' "$*"; passed=$((passed + 1)); junit_case "$*" pass; }
+notok() { printf 'not ok - %s\n' "$*"; failed=$((failed + 1)); junit_case "$*" fail; }
 
 # The region between the markers holds a blank line, the table and a blank line, so that
 # the markers stay HTML blocks of their own.

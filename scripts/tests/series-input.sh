@@ -5,7 +5,8 @@
 # and back (cached), the cache key of patches/ (the same on every machine), and a base that moved on
 # (imported over the old one). It uses throwaway git repos
 # with a tiny fake "kernel" as KERNEL_SRC and its own cache; it builds nothing and runs in
-# seconds. Prints TAP ("ok - "/"not ok - ") and ends with "N passed, N failed".
+# seconds. Prints TAP ("ok - "/"not ok - ") and ends with "N passed, N failed"; with ZC_JUNIT set,
+# writes the checks there as JUnit too (lib.sh's junit_case).
 # Usage: scripts/tests/series-input.sh
 # The sh -c '...' checks expand their arguments themselves:
 # shellcheck disable=SC2016
@@ -15,8 +16,11 @@ work=$(mktemp -d /tmp/zc-series-test.XXXXXX)
 trap '[ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
 passed=0
 failed=0
-ok() { printf 'ok - %s\n' "$*"; passed=$((passed + 1)); }
-notok() { printf 'not ok - %s\n' "$*"; failed=$((failed + 1)); }
+# shellcheck source=scripts/lib.sh
+. "$top/scripts/lib.sh"
+junit_begin
+ok() { printf 'ok - %s\n' "$*"; passed=$((passed + 1)); junit_case "$*" pass; }
+notok() { printf 'not ok - %s\n' "$*"; failed=$((failed + 1)); junit_case "$*" fail; }
 check() { # check NAME CMD...: ok when CMD succeeds
 	local name=$1
 	shift

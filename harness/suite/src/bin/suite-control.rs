@@ -1,6 +1,7 @@
 //! Judges the suite's run on the base kernel (the control run), on the host:
 //! `suite-control TAP-FILE PATTERNS-FILE` prints `ok - ...` / `not ok - ...` lines and exits
-//! non-zero if the outcome is not the expected one (see ublk_suite::control).
+//! non-zero if the outcome is not the expected one (see ublk_suite::control). With
+//! `ZC_JUNIT=PATH` (the gate's counted steps), it writes the same checks there as JUnit.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use ublk_suite::control;
+use ublk_suite::runner::{report, Outcome, TestResult};
 
 /// Judges the suite's run on the base kernel (the control run): prints `ok - ...` /
 /// `not ok - ...` lines and fails if the outcome is not the expected one.
@@ -34,6 +36,7 @@ fn main() -> Result<ExitCode> {
         bail!("{} holds no test results", tap.display());
     }
     let mut failed = 0;
+    let mut checks = Vec::new();
     for (line, ok) in control::judge(&results, &control::parse_patterns(&pat_text)) {
         if ok {
             println!("ok - {line}");
@@ -41,6 +44,20 @@ fn main() -> Result<ExitCode> {
             failed += 1;
             println!("not ok - {line}");
         }
+        checks.push(TestResult {
+            suite: "control".into(),
+            message: if ok { String::new() } else { line.clone() },
+            name: line,
+            outcome: if ok { Outcome::Passed } else { Outcome::Failed },
+        });
+    }
+    if let Some(path) = std::env::var_os("ZC_JUNIT") {
+        let path = PathBuf::from(path);
+        std::fs::write(
+            &path,
+            report::junit(&checks, None, &[("control".into(), 0.0)]),
+        )
+        .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(if failed == 0 {
         ExitCode::SUCCESS
