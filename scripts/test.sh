@@ -24,6 +24,11 @@ set -euo pipefail
 case "${1:-}" in
 -h | --help) sed -n '4,19s/^# \{0,1\}//p' "$0"; exit 0 ;;
 esac
+# The gate is built with the packages deps.sh installs (a C linker, among others): on a
+# fresh machine with only a Rust toolchain they come first. The gate's own first step runs
+# deps.sh again, which then finds everything present.
+"$ZC_TOP/scripts/deps.sh"
+say "building the gate (cargo build --release -p gate)"
 (cd "$ZC_TOP" && cargo build --release -q -p gate) || die "building the gate (cargo build --release -p gate) failed"
 export ZC_TOP
 exec "$ZC_TOP/target/release/gate" run "$@"
