@@ -1,0 +1,3 @@
+//! The gate of the series: the mutation gate ([`mutants`]).
+
+pub mod mutants;
