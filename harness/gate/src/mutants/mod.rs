@@ -34,7 +34,11 @@ const BASELINE_TIMEOUT: u64 = 300;
 
 const AFTER_HELP: &str = "\
 A mutant is a small diff in patches/mutants/ on top of the applied series (git apply).
-Its header says what it breaks and which check must catch it:
+Its header says what it breaks and which check must catch it (a line \"#  ...\", with two or
+more blanks, continues the field above it):
+  # mutant: WHAT           what it breaks (docs/mutants.md's table)
+  # breaks: RULE           the rule of the contract or the patch it breaks
+  # new in v3: POINT       the fix of series v3 it puts back (the table names POINT)
   # check: suite ARGS...   ublk-suite --label patched ARGS, on the mutant kernel
   # check: debug ARGS...   ublk-suite --label debug ARGS, on the mutant debug kernel
   # check: transcript      splice-transcript: must differ from the unmutated series'
@@ -384,7 +388,17 @@ impl<B: Bench> Gate<'_, B> {
     /// are those of the known survivors left out (not run) and of the chosen mutants.
     pub fn run(&mut self, all: &[Mutant], chosen: &[&Mutant]) -> Result<Vec<Verdict>> {
         let s = self.bench.prepare()?;
-        let transcript_ref = self.baselines(&s, chosen)?;
+        let verdicts = self.judge_all(&s, all, chosen);
+        // The tree goes back to the series, so that nothing half-mutated is left behind,
+        // whatever happened.
+        let finished = self.bench.finish();
+        let verdicts = verdicts?;
+        finished?;
+        Ok(verdicts)
+    }
+
+    fn judge_all(&mut self, s: &Setup, all: &[Mutant], chosen: &[&Mutant]) -> Result<Vec<Verdict>> {
+        let transcript_ref = self.baselines(s, chosen)?;
         let mut verdicts = Vec::new();
         for m in all.iter().filter(|m| m.is_survivor()) {
             if !chosen.iter().any(|c| c.name == m.name) {
@@ -397,11 +411,10 @@ impl<B: Bench> Gate<'_, B> {
             }
         }
         for m in chosen {
-            let v = self.judge(&s, m, transcript_ref.as_deref())?;
+            let v = self.judge(s, m, transcript_ref.as_deref())?;
             self.print(&v.line())?;
             verdicts.push(v);
         }
-        self.bench.finish()?;
         Ok(verdicts)
     }
 }

@@ -340,6 +340,7 @@ fn a_failing_baseline_judges_no_mutant() {
         other => panic!("{other} ran after a failed baseline"),
     }));
     let e = run_gate(&mut bench, &cache, &all, &chosen).unwrap_err();
+    assert!(bench.finished, "the tree is reset after a failure too");
     assert!(format!("{e:#}").contains("the unmutated series fails the check 'suite --suite ublk_zc splice_errnos_read_request'"), "{e:#}");
     // and nothing of it is cached: the next run tries again
     let mut next = Fake::new(respond());
