@@ -17,7 +17,8 @@
 #                                    and LOCALVERSION (reconfigured when
 #                                    $ZC_MUTANT_CONFIG_FP, the fragments' fingerprint,
 #                                    changes); or uapi, make headers_install, whose include
-#                                    directory becomes DEST. Takes the kernel lock.
+#                                    directory becomes DEST. A kernel build takes the
+#                                    kernel lock.
 #                                    Exit status: 0 built, 2 PATCH does not apply, 1 the
 #                                    build failed (the end of its log on stderr)
 #   scripts/mutant-tree.sh reset     the worktree back at the series
@@ -67,7 +68,9 @@ build)
 	*) die "unknown flavor $flavor" ;;
 	esac
 	[ -e "$wt/.git" ] || die "no worktree $wt (scripts/mutant-tree.sh worktree makes it)"
-	zc_lock
+	# A kernel build waits for the gate's (two at once would halve both); headers_install
+	# is too small to wait for one.
+	[ "$flavor" = uapi ] || zc_lock
 	# The series as committed (only the files the last mutant changed are rewritten), then
 	# the mutant.
 	zgit -C "$wt" checkout -q -f --detach "$ref"
