@@ -69,8 +69,8 @@ pub struct MutantsArgs {
     #[arg(long = "list-markdown", conflicts_with = "list")]
     pub list_markdown: bool,
 
-    /// Write the JUnit XML report here: one test case per mutant.
-    #[arg(long, value_name = "FILE", env = "ZC_JUNIT")]
+    /// Write the JUnit XML report here: one test case per mutant [default: $ZC_JUNIT].
+    #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
 
     /// These mutants (patches/mutants/NAME.patch); a known survivor named here is run
@@ -175,7 +175,12 @@ pub fn main(args: &MutantsArgs) -> Result<ExitCode> {
         cache.join("runs").display()
     ));
     writeln!(stdout, "{}", tally.line()).context("writing the report")?;
-    if let Some(j) = &args.junit {
+    let junit = args.junit.clone().or_else(|| {
+        std::env::var_os("ZC_JUNIT")
+            .filter(|j| !j.is_empty())
+            .map(PathBuf::from)
+    });
+    if let Some(j) = &junit {
         std::fs::write(j, report::junit(&verdicts, t0.elapsed().as_secs_f64()))
             .with_context(|| format!("writing {}", j.display()))?;
     }

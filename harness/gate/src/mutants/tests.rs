@@ -481,3 +481,39 @@ fn baseline_arguments_are_a_union() {
     );
     assert!(baseline_args(&chosen, super::header::Kind::Uapi).is_empty());
 }
+
+#[derive(Debug, clap::Parser)]
+struct Cli {
+    #[command(flatten)]
+    args: super::MutantsArgs,
+}
+
+fn parse(argv: &[&str]) -> Result<super::MutantsArgs, clap::Error> {
+    use clap::Parser;
+    Cli::try_parse_from(std::iter::once("mutants").chain(argv.iter().copied())).map(|c| c.args)
+}
+
+#[test]
+fn the_options_of_scripts_mutants_sh() {
+    use super::select::Selection;
+    assert_eq!(parse(&[]).unwrap().selection(), Selection::Sample(3));
+    assert_eq!(
+        parse(&["--sample", "5"]).unwrap().selection(),
+        Selection::Sample(5)
+    );
+    assert_eq!(parse(&["--all"]).unwrap().selection(), Selection::All);
+    assert_eq!(
+        parse(&["p4-a", "p1-b.patch"]).unwrap().selection(),
+        Selection::Named(vec!["p4-a".into(), "p1-b.patch".into()])
+    );
+    let l = parse(&["--list-markdown"]).unwrap();
+    assert!(l.list_markdown && !l.list);
+    assert!(parse(&["--all", "p4-a"]).is_err());
+    assert!(parse(&["--sample", "2", "p4-a"]).is_err());
+    assert!(parse(&["--sample", "x"]).is_err());
+    assert!(parse(&["--bogus"]).is_err());
+    assert_eq!(
+        parse(&["--junit", "/tmp/j.xml"]).unwrap().junit.as_deref(),
+        Some(Path::new("/tmp/j.xml"))
+    );
+}
