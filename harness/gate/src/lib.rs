@@ -1,10 +1,12 @@
 //! The gate of the series (`scripts/test.sh` execs `gate run`): its steps, their order and
 //! dependencies, the verdict of each step from exit statuses and JUnit files, and the
-//! reports CI keeps. See docs/gate.md.
+//! reports CI keeps; and the mutation gate (`gate mutants`, docs/mutants.md). See
+//! docs/gate.md.
 
 pub mod cargo_tests;
 pub mod cli;
 pub mod junit;
+pub mod mutants;
 pub mod report;
 pub mod run;
 pub mod steps;

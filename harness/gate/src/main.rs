@@ -1,5 +1,6 @@
-//! gate: `run` runs the gate (scripts/test.sh execs it); `cargo-tests` runs Cargo's tests
-//! for a counted step; `report` and `failing` are the report helpers.
+//! gate: `run` runs the gate (scripts/test.sh execs it); `mutants` is the mutation gate
+//! (scripts/mutants.sh execs it); `cargo-tests` runs Cargo's tests for a counted step;
+//! `report` and `failing` are the report helpers.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -22,6 +23,9 @@ struct Cli {
 enum Sub {
     /// Runs the gate's steps and ends with "N passed, N failed".
     Run(RunArgs),
+    /// The mutation gate: broken variants of the series (patches/mutants) must each be
+    /// caught by their check. Default: a rotating sample of 3.
+    Mutants(gate::mutants::MutantsArgs),
     /// Cargo's tests, judged by exit statuses, to $ZC_JUNIT (a counted step's program).
     CargoTests {
         /// Arguments of `cargo test` (e.g. --workspace --lib --bins, -p vmrun --test vm).
@@ -43,6 +47,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.command {
         Sub::Run(a) => gate::cli::run(a),
+        Sub::Mutants(a) => gate::mutants::main(&a),
         Sub::CargoTests { args } => {
             gate::cargo_tests::main(&args).map(|c| ExitCode::from(u8::try_from(c).unwrap_or(1)))
         }
