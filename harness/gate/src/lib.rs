@@ -6,6 +6,7 @@
 pub mod cargo_tests;
 pub mod cli;
 pub mod junit;
+pub mod map;
 pub mod mutants;
 pub mod report;
 pub mod run;

@@ -32,6 +32,12 @@ enum Sub {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+    /// Prints the map of the harness (crates, modules, imports) that docs/harness.md keeps;
+    /// with --update, writes it there.
+    Map {
+        #[arg(long)]
+        update: bool,
+    },
     /// Writes DIR/junit.xml and DIR/summary.md from DIR/steps.tsv, meta.tsv, revision.txt.
     Report { dir: PathBuf },
     /// Prints the failing checks of a step: its log's JUnit file, the runs' JUnit files.
@@ -51,6 +57,7 @@ fn main() -> ExitCode {
         Sub::CargoTests { args } => {
             gate::cargo_tests::main(&args).map(|c| ExitCode::from(u8::try_from(c).unwrap_or(1)))
         }
+        Sub::Map { update } => map(update),
         Sub::Report { dir } => report::write(&dir).map(|()| ExitCode::SUCCESS),
         Sub::Failing { log, runs } => {
             let row = Row {
@@ -68,6 +75,27 @@ fn main() -> ExitCode {
         eprintln!("ERROR: {e:#}");
         ExitCode::FAILURE
     })
+}
+
+/// `gate map`: from the sources of the checkout the binary runs in (ZC_TOP, or the current
+/// directory).
+fn map(update: bool) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+    let top = std::env::var_os("ZC_TOP")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let text = gate::map::markdown(&gate::map::read(&top)?);
+    if !update {
+        print!("{text}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let path = top.join("docs/harness.md");
+    let doc =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let new = gate::map::update(&doc, &text).with_context(|| format!("in {}", path.display()))?;
+    std::fs::write(&path, new).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("gate map: {} written", path.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]
