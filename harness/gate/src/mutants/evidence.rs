@@ -54,26 +54,26 @@ pub struct Evidence {
 /// The failed test cases of a JUnit report. A class name `LABEL.SUITE` (the suite
 /// prefixes its label) is given as `SUITE`.
 pub fn junit_failures(xml: &str, label: Option<&str>) -> Result<Vec<String>> {
-    let doc = roxmltree::Document::parse(xml).context("parsing the JUnit XML")?;
-    let mut out = Vec::new();
-    for tc in doc.descendants().filter(|n| n.has_tag_name("testcase")) {
-        let failed = tc
-            .children()
-            .any(|c| c.has_tag_name("failure") || c.has_tag_name("error"));
-        if !failed {
-            continue;
-        }
-        let class = tc.attribute("classname").unwrap_or("");
-        let class = label
-            .and_then(|l| class.strip_prefix(l).and_then(|c| c.strip_prefix('.')))
-            .unwrap_or(class);
-        let name = tc.attribute("name").unwrap_or("?");
-        out.push(match class {
-            "" => name.to_string(),
-            c => format!("{c}::{name}"),
-        });
-    }
-    Ok(out)
+    use crate::junit::{self, Status};
+    let root = crate::xml::Elem::parse(xml).context("parsing the JUnit XML")?;
+    Ok(junit::cases(&root)
+        .into_iter()
+        .filter(|c| c.status == Status::Fail)
+        .map(|c| {
+            let class = label
+                .and_then(|l| {
+                    c.classname
+                        .strip_prefix(l)
+                        .and_then(|r| r.strip_prefix('.'))
+                })
+                .unwrap_or(&c.classname);
+            let name = if c.name.is_empty() { "?" } else { &c.name };
+            match class {
+                "" => name.to_string(),
+                cl => format!("{cl}::{name}"),
+            }
+        })
+        .collect())
 }
 
 /// The first kernel problem of a console log, as vmrun judges it: `KIND: message`, the

@@ -44,25 +44,10 @@ impl Tally {
     }
 }
 
-/// Escapes text for XML content and attribute values; the characters XML 1.0 cannot
-/// carry are written as `\xNN`.
-pub fn xml_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            '\t' | '\n' | '\r' => out.push(c),
-            c if (c as u32) < 0x20 || c == '\u{fffe}' || c == '\u{ffff}' => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out
+/// Text for an XML attribute or element: without the characters XML 1.0 cannot carry,
+/// escaped as the gate's other reports are ([`crate::xml`]).
+fn xml_text(s: &str) -> String {
+    crate::xml::escape_attr(&crate::xml::clean(s))
 }
 
 /// The JUnit XML of a run: a caught mutant passes, one that survived, does not build or
@@ -90,9 +75,9 @@ pub fn junit(verdicts: &[Verdict], secs: f64) -> String {
     for v in verdicts {
         let head = format!(
             "    <testcase classname=\"mutants\" name=\"{}\"",
-            xml_escape(&v.name)
+            xml_text(&v.name)
         );
-        let reason = xml_escape(&v.reason);
+        let reason = xml_text(&v.reason);
         let body = match v.status {
             Status::Caught => format!("<system-out>{reason}</system-out>"),
             Status::StillSurvives | Status::NotRun | Status::Skipped => {

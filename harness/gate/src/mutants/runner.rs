@@ -6,7 +6,6 @@
 use super::evidence::{self, UAPI_JUNIT};
 use super::header::{Flavor, Kind, Mutant};
 use super::keys::{files_fp, Inputs};
-use super::report::xml_escape;
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 use std::fs::File;
@@ -249,27 +248,23 @@ impl ScriptBench {
 
 /// The JUnit file of the uapi test's tests, each run alone: (name, exit status).
 pub fn uapi_junit(cases: &[(String, i32)]) -> String {
-    let failed = cases.iter().filter(|(_, s)| *s != 0).count();
-    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    out.push_str(&format!(
-        "<testsuites name=\"uapi_header\" tests=\"{}\" failures=\"{failed}\">\n  <testsuite name=\"uapi_header\" tests=\"{}\" failures=\"{failed}\">\n",
-        cases.len(),
-        cases.len()
-    ));
-    for (name, st) in cases {
-        let head = format!(
-            "    <testcase classname=\"uapi_header\" name=\"{}\"",
-            xml_escape(name)
-        );
-        match st {
-            0 => out.push_str(&format!("{head}/>\n")),
-            s => out.push_str(&format!(
-                "{head}>\n      <failure message=\"exit status {s}\"/>\n    </testcase>\n"
-            )),
-        }
-    }
-    out.push_str("  </testsuite>\n</testsuites>\n");
-    out
+    use crate::junit::{self, Case, Status};
+    let cases: Vec<Case> = cases
+        .iter()
+        .map(|(name, st)| {
+            let (status, msg) = match st {
+                0 => (Status::Pass, String::new()),
+                s => (Status::Fail, format!("exit status {s}")),
+            };
+            Case {
+                classname: "uapi_header".to_string(),
+                ..Case::new(name, status, &msg)
+            }
+        })
+        .collect();
+    let mut top = crate::xml::Elem::new("testsuites").with("name", "uapi_header");
+    top.push(junit::suite("uapi_header", &cases));
+    top.to_document() + "\n"
 }
 
 impl Bench for ScriptBench {
